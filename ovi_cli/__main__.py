@@ -1,0 +1,3 @@
+from ovi_cli.cli import main
+
+main()

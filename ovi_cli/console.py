@@ -1,0 +1,86 @@
+"""Terminal output: Rich progress bars on stderr, one-line warnings and errors."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from ovi_cli.pipeline import Reporter
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, log_path=False)
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[yellow]ovi: warning:[/yellow] {message}", markup=True, highlight=False)
+
+
+def error_line(message: str) -> None:
+    # plain write: one line, no wrapping, no markup interpretation of the message
+    sys.stderr.write(f"ovi: error: {message}\n")
+    sys.stderr.flush()
+
+
+def make_progress(quiet: bool = False) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=False,
+    )
+
+
+class RichReporter(Reporter):
+    """Renders a pipeline's progress: one bar for OVI steps (live cosine), one for decoding."""
+
+    def __init__(self, progress: Progress, quiet: bool = False) -> None:
+        self.progress = progress
+        self.quiet = quiet
+        self._ovi: TaskID | None = None
+        self._decode: TaskID | None = None
+        self.label = ""
+
+    def warn(self, message: str) -> None:
+        warn(message)
+
+    def stage(self, name: str) -> None:
+        if not self.quiet:
+            self.progress.console.log(name)
+
+    def new_batch(self, label: str) -> None:
+        """Start fresh bars for the next batch of prompts."""
+        for task in (self._ovi, self._decode):
+            if task is not None:
+                self.progress.remove_task(task)
+        self._ovi = self._decode = None
+        self.label = label
+
+    def ovi_progress(self, step: int, total: int, values: dict[str, list[float]]) -> None:
+        cos = values.get("cos", [])
+        info = ""
+        if cos:
+            info = f"cos {cos[0]:.4f}" if len(cos) == 1 else f"cos {min(cos):.3f}..{max(cos):.3f}"
+        if self._ovi is None:
+            self._ovi = self.progress.add_task(f"OVI {self.label}".strip(), total=total, info=info)
+        self.progress.update(self._ovi, completed=step, total=total, info=info)
+
+    def decode_progress(self, step: int, total: int) -> None:
+        if self._decode is None:
+            self._decode = self.progress.add_task(f"decode {self.label}".strip(), total=total, info="")
+        self.progress.update(self._decode, completed=step, total=total)

@@ -1,0 +1,209 @@
+"""The CLIP towers that OVI works with, loaded from the Kandinsky 2.2 prior repository layout.
+
+`kandinsky-community/kandinsky-2-2-prior` holds `image_encoder/` (CLIPVisionModelWithProjection),
+`text_encoder/` (CLIPTextModelWithProjection), `tokenizer/` and `image_processor/`. Other
+subfolders (`prior/`, `scheduler/`) are ignored. A hub id and a local folder take the same path:
+the id is resolved to a local folder first (see `ovi_cli.hub`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ovi_cli.devices import autocast_context
+from ovi_cli.errors import OviError
+from ovi_cli.hub import resolve_model_dir
+from ovi_cli.pseudo_tokens import encode_pseudo_tokens
+
+DEFAULT_ENCODER_MODEL = "kandinsky-community/kandinsky-2-2-prior"
+ENCODER_SUBFOLDERS = ("image_encoder", "text_encoder", "tokenizer", "image_processor")
+
+
+@dataclass
+class TextEncoding:
+    """What the text tower gives for a batch of prompts."""
+
+    text_embeds: Tensor  # [B, projection_dim], float32: OVI's target
+    last_hidden_state: Tensor  # [B, L, hidden], float32: what ECLIPSE-style priors attend to
+    attention_mask: Tensor  # [B, L]
+    truncated: list[bool] = field(default_factory=list)
+
+
+def _image_processor_class():
+    # transformers 5 names the torchvision-free processor `CLIPImageProcessorPil`;
+    # older releases only have `CLIPImageProcessor`, which then needs no torchvision.
+    import transformers
+
+    return getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+
+
+class Encoders:
+    """CLIP text tower, vision tower, tokenizer and image processor, frozen, on one device."""
+
+    def __init__(
+        self,
+        text_encoder,
+        image_encoder,
+        tokenizer,
+        image_processor,
+        *,
+        source: str,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.text_encoder = text_encoder.to(device).eval().requires_grad_(False)
+        self.image_encoder = image_encoder.to(device).eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.source = source
+        self.device = device
+        self.dtype = dtype
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def load(
+        cls,
+        source: str = DEFAULT_ENCODER_MODEL,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> Encoders:
+        """Load from a hub id or a local folder in the Kandinsky 2.2 prior layout."""
+        from transformers import (
+            CLIPTextModelWithProjection,
+            CLIPTokenizer,
+            CLIPVisionModelWithProjection,
+        )
+
+        device = torch.device(device)
+        root = resolve_model_dir(
+            source, what="encoder", flag="--encoder-model", subfolders=ENCODER_SUBFOLDERS
+        )
+        # Weights stay float32 on CPU; on an accelerator half-precision weights halve the memory
+        # and autocast does the rest.
+        weight_dtype = dtype if device.type != "cpu" else torch.float32
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                text = CLIPTextModelWithProjection.from_pretrained(
+                    root / "text_encoder", dtype=weight_dtype
+                )
+                vision = CLIPVisionModelWithProjection.from_pretrained(
+                    root / "image_encoder", dtype=weight_dtype
+                )
+                tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
+                processor = _image_processor_class().from_pretrained(root / "image_processor")
+        except OSError as exc:
+            raise OviError(f"cannot load encoders from {source!r}: {_first_line(exc)}") from exc
+        return cls(text, vision, tokenizer, processor, source=source, device=device, dtype=dtype)
+
+    # ---- facts about the towers -------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        """Width of the shared CLIP embedding space (1280 for Kandinsky 2.2)."""
+        return int(self.image_encoder.config.projection_dim)
+
+    @property
+    def token_width(self) -> int:
+        """Width of the vision transformer, i.e. of one pseudo-token (1664 for ViT-bigG-14)."""
+        return int(self.image_encoder.config.hidden_size)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.image_encoder.config.image_size)
+
+    @property
+    def max_text_tokens(self) -> int:
+        limit = int(self.tokenizer.model_max_length)
+        return min(limit, int(self.text_encoder.config.max_position_embeddings))
+
+    def fingerprint(self) -> str:
+        """A short id of the vision tower: its config and a hash of some of its weights.
+
+        Weights are hashed after rounding to bfloat16, so a tower loaded in float32 and in a
+        half precision gives the same fingerprint.
+        """
+        if self._fingerprint is None:
+            cfg = self.image_encoder.config.to_dict()
+            keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                    "image_size", "patch_size", "projection_dim", "hidden_act", "layer_norm_eps")
+            h = hashlib.sha256(json.dumps({k: cfg.get(k) for k in keys}, sort_keys=True).encode())
+            vm = self.image_encoder.vision_model
+            for t in (vm.embeddings.class_embedding, vm.embeddings.position_embedding.weight[:4],
+                      self.image_encoder.visual_projection.weight[:8]):
+                h.update(t.detach().to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    # ---- encoding ---------------------------------------------------------------------------
+    def tokenize(self, prompts: list[str]) -> tuple[dict[str, Tensor], list[bool]]:
+        """Pad to the text tower's length; report which prompts were truncated."""
+        limit = self.max_text_tokens
+        lengths = [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
+        batch = self.tokenizer(
+            list(prompts), padding="max_length", max_length=limit, truncation=True,
+            return_tensors="pt",
+        )
+        return {k: v.to(self.device) for k, v in batch.items()}, [n > limit for n in lengths]
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> TextEncoding:
+        batch, truncated = self.tokenize(prompts)
+        with autocast_context(self.device, self.dtype):
+            out = self.text_encoder(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            )
+        return TextEncoding(
+            text_embeds=out.text_embeds.float(),
+            last_hidden_state=out.last_hidden_state.float(),
+            attention_mask=batch["attention_mask"],
+            truncated=truncated,
+        )
+
+    def preprocess(self, images) -> Tensor:
+        """PIL images -> normalised pixel tensor with the encoder's own image processor."""
+        rgb = [im.convert("RGB") for im in images]
+        return self.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+
+    @torch.no_grad()
+    def encode_pixels(self, pixel_values: Tensor) -> Tensor:
+        """`image_embeds` (raw projection output, float32) of normalised pixels."""
+        pixels = pixel_values.to(self.device, self.image_encoder.dtype)
+        with autocast_context(self.device, self.dtype):
+            return self.image_encoder(pixel_values=pixels).image_embeds.float()
+
+    def encode_images(self, images) -> Tensor:
+        return self.encode_pixels(self.preprocess(images))
+
+    def encode_pseudo_tokens(self, tokens: Tensor) -> Tensor:
+        """Differentiable image embeddings of `[B, P, token_width]` pseudo-tokens (see OVI)."""
+        return encode_pseudo_tokens(self.image_encoder, tokens)
+
+    @torch.no_grad()
+    def zero_image_embeds(self) -> Tensor:
+        """`[1, D]` embedding of an all-zero normalised pixel tensor (a mean-grey image).
+
+        The unconditional embedding that diffusers' Kandinsky prior and ECLIPSE use.
+        """
+        size = self.image_size
+        return self.encode_pixels(torch.zeros(1, 3, size, size))
+
+    def describe(self) -> dict:
+        return {"source": self.source, "fingerprint": self.fingerprint(),
+                "embed_dim": self.embed_dim, "token_width": self.token_width}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def encoder_root_has_layout(path: Path) -> bool:
+    return all((path / s).is_dir() for s in ENCODER_SUBFOLDERS)

@@ -1,0 +1,34 @@
+"""The hooks an ovi plugin can implement. These docstrings are the plugin author's manual.
+
+A plugin is a module (or object) with functions decorated by `ovi_cli.hookimpl`, listed in its
+package's `pyproject.toml` under `[project.entry-points.ovi]`. Each `register_*` hook receives a
+`register` callback; call it once per class you provide. Classes subclass the bases in
+`ovi_cli.api` and carry a unique `name`.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("ovi")
+hookimpl = pluggy.HookimplMarker("ovi")
+
+
+@hookspec
+def register_priors(register):
+    """Register `ovi_cli.api.Prior` subclasses (text -> image embedding): `register(MyPrior)`."""
+
+
+@hookspec
+def register_constraints(register):
+    """Register `ovi_cli.api.Constraint` subclasses (penalties added to OVI's loss)."""
+
+
+@hookspec
+def register_decoders(register):
+    """Register `ovi_cli.api.Decoder` subclasses (image embedding -> images)."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add commands to the `ovi` Typer app: `@cli.command()` or `cli.add_typer(...)`."""

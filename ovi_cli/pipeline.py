@@ -1,0 +1,307 @@
+"""`ovi gen` as a library: prompts -> prior -> image embeddings -> decoder -> files.
+
+    from ovi_cli.pipeline import OviPipeline
+    from ovi_cli.settings import GenSettings
+    pipe = OviPipeline(GenSettings(steps=300, constraints=["nn"]))
+    results = pipe.generate(["blue old car on a beach"], outs=["car.png"])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ovi_cli import __version__
+from ovi_cli.api import Constraint, ConstraintContext, ConstraintSpec, PriorJob
+from ovi_cli.devices import resolve_device, resolve_dtype
+from ovi_cli.encoders import Encoders, TextEncoding
+from ovi_cli.errors import OviError
+from ovi_cli.losses import cosine
+from ovi_cli.outputs import atomic_outputs, result_paths
+from ovi_cli.plugins import Registry, get_registry
+from ovi_cli.settings import NEGATIVE_KINDS, GenSettings
+
+
+class Reporter:
+    """Progress and warnings from a run; the CLI renders them with Rich. Default: silent."""
+
+    def warn(self, message: str) -> None:
+        pass
+
+    def stage(self, name: str) -> None:
+        pass
+
+    def ovi_progress(self, step: int, total: int, values: dict[str, list[float]]) -> None:
+        pass
+
+    def decode_progress(self, step: int, total: int) -> None:
+        pass
+
+
+@dataclass
+class EmbedBatch:
+    prompts: list[str]
+    seeds: list[int]
+    text: TextEncoding
+    image_embeds: Tensor  # [B, D] float32, CPU
+    negative_image_embeds: Tensor  # [B, D] float32, CPU
+    records: list[dict[str, Any]]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def validate_prompts(prompts: Sequence[str]) -> list[str]:
+    out = []
+    for p in prompts:
+        if not isinstance(p, str) or not p.strip():
+            raise OviError("empty prompt: give some text to generate from")
+        out.append(p.strip())
+    if not out:
+        raise OviError("no prompt given")
+    return out
+
+
+class OviPipeline:
+    """Loads the encoders, the prior, its constraints and the decoder once; runs batches."""
+
+    def __init__(
+        self,
+        settings: GenSettings,
+        *,
+        reporter: Reporter | None = None,
+        registry: Registry | None = None,
+        encoders: Encoders | None = None,
+    ) -> None:
+        self.settings = settings
+        self.reporter = reporter or Reporter()
+        self.registry = registry or get_registry()
+        self._validate()
+        self.device = resolve_device(settings.device)
+        self.dtype = resolve_dtype(settings.dtype, self.device)
+        self.prior = self.registry.get("prior", settings.prior)()
+        self.decoder = self.registry.get("decoder", settings.decoder)(
+            settings, self.device, self.dtype
+        )
+        self.specs = [ConstraintSpec.parse(c) for c in settings.constraints]
+        for spec in self.specs:
+            self.registry.get("constraint", spec.name)
+        if self.specs and not self.prior.uses_constraints:
+            raise OviError(f"prior {settings.prior!r} takes no constraints (--constraint is for ovi)")
+        self.encoders = encoders
+        self.constraints: list[Constraint] | None = None
+        self.store = None
+        self._decoder_loaded = False
+        self._negative: Tensor | None = None
+        self.timings: dict[str, float] = {}
+
+    def _validate(self) -> None:
+        s = self.settings
+        checks = [
+            (s.tokens >= 1, "--tokens must be >= 1"),
+            (s.steps >= 1, "--steps must be >= 1"),
+            (s.lr > 0, "--lr must be > 0"),
+            (s.weight_decay >= 0, "--weight-decay must be >= 0"),
+            (s.height > 0 and s.width > 0, "--height and --width must be > 0"),
+            (s.decoder_steps >= 1, "--decoder-steps must be >= 1"),
+            (s.guidance_scale >= 0, "--guidance-scale must be >= 0"),
+            (s.patience >= 0, "--patience must be >= 0"),
+            (s.negative in NEGATIVE_KINDS, f"--negative must be one of {', '.join(NEGATIVE_KINDS)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise OviError(message)
+
+    # ---- loading ------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load everything a run needs (idempotent); slow on real models."""
+        if self.encoders is None:
+            self.reporter.stage(f"loading encoders from {self.settings.encoder_model}")
+            t = time.perf_counter()
+            self.encoders = Encoders.load(
+                self.settings.encoder_model, device=self.device, dtype=self.dtype
+            )
+            self.timings["load_encoders_s"] = time.perf_counter() - t
+        if self.constraints is None:
+            self.constraints = self._build_constraints()
+        if not self._decoder_loaded:
+            self.reporter.stage(f"loading decoder {self.settings.decoder}")
+            t = time.perf_counter()
+            self.decoder.load()
+            self._decoder_loaded = True
+            self.timings["load_decoder_s"] = time.perf_counter() - t
+
+    def _build_constraints(self) -> list[Constraint]:
+        classes = [self.registry.get("constraint", s.name) for s in self.specs]
+        if any(c.needs_stats for c in classes):
+            from ovi_stats.store import open_store_for
+
+            self.reporter.stage("loading image statistics")
+            self.store = open_store_for(self.settings.stats, self.encoders)
+        context = ConstraintContext(
+            encoders=self.encoders, device=self.device, dtype=self.dtype, store=self.store,
+            options=dict(self.settings.constraint_options),
+        )
+        out = []
+        for spec, cls in zip(self.specs, classes):
+            weight = cls.default_weight if spec.weight is None else spec.weight
+            out.append(cls(weight, context))
+        return out
+
+    def negative_embedding(self) -> Tensor:
+        """`[1, D]`: the zero-image embedding (default) or a zero tensor."""
+        if self._negative is None:
+            assert self.encoders is not None
+            if self.settings.negative == "zeros":
+                self._negative = torch.zeros(1, self.encoders.embed_dim)
+            else:
+                self._negative = self.encoders.zero_image_embeds().cpu()
+        return self._negative
+
+    # ---- running ------------------------------------------------------------------------------
+    def embed(self, prompts: Sequence[str], seeds: Sequence[int] | None = None) -> EmbedBatch:
+        """Image embeddings for a batch of prompts (no decoding)."""
+        prompts = validate_prompts(prompts)
+        seeds = list(seeds) if seeds is not None else [self.settings.seed] * len(prompts)
+        if len(seeds) != len(prompts):
+            raise OviError("need one seed per prompt")
+        self.load()
+        assert self.encoders is not None and self.constraints is not None
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        text = self.encoders.encode_text(prompts)
+        timings["text_s"] = time.perf_counter() - t
+        for p, cut in zip(prompts, text.truncated):
+            if cut:
+                self.reporter.warn(
+                    f"prompt longer than {self.encoders.max_text_tokens} tokens was truncated: "
+                    f"{p[:60]!r}..."
+                )
+        self.reporter.stage(f"prior {self.settings.prior}")
+        t = time.perf_counter()
+        job = PriorJob(
+            prompts=prompts, text=text, encoders=self.encoders, seeds=seeds,
+            settings=self.settings, constraints=self.constraints,
+            on_progress=self.reporter.ovi_progress,
+        )
+        out = self.prior.embed(job)
+        timings["prior_s"] = time.perf_counter() - t
+        image_embeds = out.image_embeds.detach().float().cpu()
+        negative = self.negative_embedding().expand(len(prompts), -1).clone()
+        return EmbedBatch(prompts, seeds, text, image_embeds, negative, out.records, timings)
+
+    def decode(self, batch: EmbedBatch) -> list[Any]:
+        self.load()
+        t = time.perf_counter()
+        images = self.decoder.decode(
+            batch.image_embeds.to(self.device), batch.negative_image_embeds.to(self.device),
+            batch.seeds, on_step=self.reporter.decode_progress,
+        )
+        batch.timings["decode_s"] = time.perf_counter() - t
+        return images
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        outs: Sequence[Path | str],
+        *,
+        seeds: Sequence[int] | None = None,
+        save_embedding: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Embed, decode and write each prompt's files atomically; returns the sidecars."""
+        if len(outs) != len(prompts):
+            raise OviError("need one output path per prompt")
+        start = time.perf_counter()
+        batch = self.embed(prompts, seeds)
+        images = self.decode(batch) if self.decoder.produces_images else []
+        sidecars = []
+        for i, out in enumerate(outs):
+            paths = result_paths(Path(out))
+            sidecar = self.sidecar(batch, i)
+            sidecar["timings"]["total_s"] = time.perf_counter() - start
+            keep_embedding = save_embedding or not self.decoder.produces_images
+            files = {"sidecar": str(paths["sidecar"])}
+            if images:
+                files["image"] = str(paths["image"])
+            if keep_embedding:
+                files["embedding"] = str(paths["embedding"])
+            sidecar["files"] = files
+            with atomic_outputs() as staging:
+                if images:
+                    staging.write_with(paths["image"], lambda p, im=images[i]: im.save(p, format="PNG"))
+                if keep_embedding:
+                    staging.write_with(paths["embedding"], lambda p, i=i: save_embeddings(p, batch, i))
+                staging.write_json(paths["sidecar"], sidecar)
+            sidecars.append(sidecar)
+        return sidecars
+
+    def sidecar(self, batch: EmbedBatch, i: int) -> dict[str, Any]:
+        """The JSON record of one prompt's result."""
+        s = self.settings
+        emb = batch.image_embeds[i : i + 1]
+        rec = dict(batch.records[i]) if batch.records else {}
+        history = rec.pop("history", {})
+        text_cos = float(cosine(emb, batch.text.text_embeds[i : i + 1].cpu())[0])
+        assert self.encoders is not None
+        return {
+            "prompt": batch.prompts[i],
+            "prior": s.prior,
+            "decoder": s.decoder,
+            "constraints": [
+                {"name": c.name, "weight": c.weight} for c in (self.constraints or [])
+            ],
+            "tokens": s.tokens,
+            "steps": s.steps,
+            "lr": s.lr,
+            "weight_decay": s.weight_decay,
+            "seed": batch.seeds[i],
+            "text_cosine": text_cos,
+            "embedding_norm": float(emb.norm()),
+            "negative": s.negative,
+            "truncated": bool(batch.text.truncated[i]) if batch.text.truncated else False,
+            **rec,
+            "decoding": {
+                "height": s.height, "width": s.width, "steps": s.decoder_steps,
+                "guidance_scale": s.guidance_scale,
+            } if self.decoder.produces_images else None,
+            "timings": {**self.timings, **batch.timings},
+            "models": {
+                "encoder": self.encoders.describe(),
+                "decoder": self.decoder.describe(),
+                "stats": getattr(self.store, "describe", lambda: None)(),
+            },
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "versions": package_versions(),
+            "history": history,
+        }
+
+
+def save_embeddings(path: Path, batch: EmbedBatch, i: int) -> None:
+    from safetensors.torch import save_file
+
+    save_file(
+        {
+            "image_embeds": batch.image_embeds[i : i + 1].contiguous(),
+            "negative_image_embeds": batch.negative_image_embeds[i : i + 1].contiguous(),
+            "text_embeds": batch.text.text_embeds[i : i + 1].cpu().contiguous(),
+        },
+        str(path),
+        metadata={"prompt": batch.prompts[i]},
+    )
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"ovi": __version__}
+    for name in ("torch", "diffusers", "transformers", "faiss-cpu"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out

@@ -1,0 +1,46 @@
+"""The settings of one `ovi gen` run, shared by the CLI, the library and the plugins."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ovi_cli.encoders import DEFAULT_ENCODER_MODEL
+
+DEFAULT_DECODER_MODEL = "kandinsky-community/kandinsky-2-2-decoder"
+NEGATIVE_KINDS = ("zero-image", "zeros")
+
+
+@dataclass
+class GenSettings:
+    prior: str = "ovi"
+    decoder: str = "kandinsky22"
+    encoder_model: str = DEFAULT_ENCODER_MODEL
+    decoder_model: str = DEFAULT_DECODER_MODEL
+    # OVI
+    tokens: int = 6
+    steps: int = 500
+    lr: float = 2e-2
+    weight_decay: float = 0.01
+    patience: int = 0
+    min_delta: float = 1e-4
+    seed: int = 0
+    constraints: list[str] = field(default_factory=list)  # "NAME[:WEIGHT]"
+    stats: str | None = None
+    constraint_options: dict[str, Any] = field(default_factory=dict)
+    # other priors (e.g. eclipse, kandinsky): their own model and options
+    prior_model: str | None = None
+    prior_options: dict[str, Any] = field(default_factory=dict)
+    # decoding
+    negative: str = "zero-image"
+    height: int = 512
+    width: int = 512
+    decoder_steps: int = 50
+    guidance_scale: float = 4.0
+    # execution
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

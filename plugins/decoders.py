@@ -1,0 +1,101 @@
+"""Built-in decoders: `kandinsky22` (Kandinsky 2.2's U-Net + MoVQ) and `embeds` (no image)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ovi_cli import hookimpl
+from ovi_cli.api import Decoder
+from ovi_cli.errors import OviError
+from ovi_cli.hub import resolve_model_dir
+
+DECODER_SUBFOLDERS = ("unet", "movq", "scheduler")
+
+
+class Kandinsky22Decoder(Decoder):
+    """diffusers `KandinskyV22Pipeline` from a hub id or a folder in the decoder repo's layout."""
+
+    name = "kandinsky22"
+    description = "Kandinsky 2.2 decoder (diffusers KandinskyV22Pipeline)"
+
+    pipe: Any = None
+
+    def load(self) -> None:
+        from diffusers import KandinskyV22Pipeline
+
+        source = self.settings.decoder_model
+        root = resolve_model_dir(
+            source, what="decoder", flag="--decoder-model", subfolders=DECODER_SUBFOLDERS
+        )
+        weight_dtype = self.dtype if self.device.type != "cpu" else torch.float32
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pipe = KandinskyV22Pipeline.from_pretrained(root, torch_dtype=weight_dtype)
+        except (OSError, ValueError) as exc:
+            raise OviError(f"cannot load decoder from {source!r}: {str(exc).splitlines()[0]}") from exc
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe.to(self.device)
+        self._check_size()
+
+    def _check_size(self) -> None:
+        factor = self.pipe.movq_scale_factor**2
+        h, w = self.settings.height, self.settings.width
+        if h % factor or w % factor:
+            raise OviError(f"--height and --width must be multiples of {factor} for this decoder "
+                           f"(got {h}x{w})")
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.settings.decoder_model}
+
+    def decode(
+        self,
+        image_embeds: Tensor,
+        negative_image_embeds: Tensor,
+        seeds: list[int],
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> list[Any]:
+        s = self.settings
+        dtype = self.pipe.unet.dtype
+        gen_device = "cpu" if self.device.type == "mps" else self.device
+        generators = [torch.Generator(gen_device).manual_seed(int(seed)) for seed in seeds]
+
+        def callback(pipe, step, timestep, kwargs):
+            if on_step is not None:
+                on_step(step + 1, s.decoder_steps)
+            return kwargs
+
+        with torch.inference_mode():
+            out = self.pipe(
+                image_embeds=image_embeds.to(self.device, dtype),
+                negative_image_embeds=negative_image_embeds.to(self.device, dtype),
+                height=s.height,
+                width=s.width,
+                num_inference_steps=s.decoder_steps,
+                guidance_scale=s.guidance_scale,
+                generator=generators,
+                callback_on_step_end=callback,
+            )
+        return list(out.images)
+
+
+class EmbedsDecoder(Decoder):
+    """No image: keep the embeddings (`.safetensors`) and the sidecar. OVI without a decoder."""
+
+    name = "embeds"
+    description = "write embeddings and sidecar only (no image)"
+    produces_images = False
+
+    def decode(self, image_embeds, negative_image_embeds, seeds, on_step=None) -> list[Any]:
+        return []
+
+
+@hookimpl
+def register_decoders(register):
+    register(Kandinsky22Decoder)
+    register(EmbedsDecoder)

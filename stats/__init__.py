@@ -1,0 +1,1 @@
+"""Image statistics stores: moments, shrinkage, nearest-neighbour index (import name `ovi_stats`)."""
