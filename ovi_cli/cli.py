@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from ovi_cli import __version__
@@ -23,6 +22,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+# Typer may vendor its own click: take the exception classes from Typer's own hierarchy.
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def _version(value: bool) -> None:
@@ -152,7 +156,7 @@ def gen(
     pipe = OviPipeline(settings, reporter=reporter)
     skipped = len(paths) - len(todo)
     if skipped and not quiet:
-        reporter.stage(f"resuming: {skipped} of {len(paths)} prompts already done")
+        progress.console.print(f"resuming: {skipped} of {len(paths)} prompts already done, skipped")
     with progress:
         for start in range(0, len(todo), batch):
             idx = todo[start : start + batch]
@@ -235,19 +239,21 @@ def main(argv: list[str] | None = None) -> Any:
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="ovi", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.UsageError as exc:
+    except _UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `ovi` alone: Typer has printed the help
+            sys.exit(0)
         hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
         error_line(exc.format_message().replace("\n", " ") + hint)
         sys.exit(2)
-    except (click.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         error_line("interrupted; files of unfinished results were not written")
         sys.exit(130)
     except OviError as exc:
         error_line(str(exc))
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except _ClickException as exc:
         error_line(exc.format_message())
         sys.exit(exc.exit_code)
     if isinstance(rv, int) and rv != 0:

@@ -42,7 +42,7 @@ def make_progress(quiet: bool = False) -> Progress:
         TimeRemainingColumn(),
         console=err_console,
         disable=quiet,
-        transient=False,
+        transient=True,  # bars vanish when done; results are printed as plain lines
     )
 
 
@@ -54,14 +54,18 @@ class RichReporter(Reporter):
         self.quiet = quiet
         self._ovi: TaskID | None = None
         self._decode: TaskID | None = None
+        self._stage: TaskID | None = None
         self.label = ""
 
     def warn(self, message: str) -> None:
         warn(message)
 
     def stage(self, name: str) -> None:
-        if not self.quiet:
-            self.progress.console.log(name)
+        """What is happening now (loading models, ...), shown as a spinner line."""
+        if self._stage is None:
+            self._stage = self.progress.add_task(name, total=None, info="")
+        else:
+            self.progress.update(self._stage, description=name)
 
     def new_batch(self, label: str) -> None:
         """Start fresh bars for the next batch of prompts."""
