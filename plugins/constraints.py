@@ -1,1 +1,183 @@
-"""Built-in constraints plugin (being written)."""
+"""Built-in constraints: `mahalanobis` and `nn` (nearest neighbour), read from a stats store.
+
+Both keep OVI's image embedding `e` (the raw projection output, at CLIP image-embedding scale)
+near real images, using a store written by `ovi build-stats` (`ovi_stats.store.StatsStore`).
+OVI minimises, per prompt, `(1 - cos(e, t)) + sum_c weight_c * term_c(e)`; the formulas below are
+the unweighted `term_c`.
+
+- `mahalanobis` (default weight 0.009):  `(e - mu)^T P (e - mu)`, `mu` the store's mean and `P`
+  its well-conditioned precision (inverse of the shrunk covariance), evaluated as
+  `||L^T (e - mu)||^2` with the store's precomputed Cholesky factor `P = L L^T`.
+- `nn` (default weight 0.5): `mean_{j=1..k} (1 - cos(e, n_j))`, `n_1..n_k` the raw stored
+  embeddings of the `k` nearest images to the current embedding (`--nn-k`, default 1), searched
+  in the store's faiss index (cosine) every `--nn-every` steps (default 1) and held constant in
+  between and within a step (no gradient flows through the search).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ovi_cli import hookimpl
+from ovi_cli.api import Constraint, ConstraintContext
+from ovi_cli.errors import OviError
+from ovi_cli.losses import cosine, mahalanobis_sq, nn_term
+
+
+def require_store(context: ConstraintContext, name: str) -> Any:
+    """The context's stats store, checked against the encoder; one-line `OviError` otherwise."""
+    store = context.store
+    if store is None:
+        raise OviError(
+            f"constraint {name!r} needs an image-statistics store: build one with "
+            "`ovi build-stats IMAGES_DIR` (or name one with --stats NAME_OR_PATH)"
+        )
+    dim = int(context.encoders.embed_dim)
+    if int(store.dim) != dim:
+        raise OviError(
+            f"constraint {name!r}: the stats store {str(getattr(store, 'path', '?'))!r} holds "
+            f"{store.dim}-d embeddings but the encoder makes {dim}-d ones; rebuild it with "
+            "`ovi build-stats` and this encoder"
+        )
+    return store
+
+
+def _as_tensor(value: Any, device: torch.device, dtype: torch.dtype) -> Tensor:
+    return torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value).to(device, dtype)
+
+
+def work_dtype(device: torch.device) -> torch.dtype:
+    """float64 where the device has it (CPU, CUDA); float32 on MPS."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
+class MahalanobisConstraint(Constraint):
+    """`(e - mu)^T P (e - mu)` with the store's mean `mu` and shrunk precision `P = L L^T`.
+
+    Evaluated as `||L^T (e - mu)||^2` from the store's precomputed lower Cholesky factor `L`
+    (moved to the device once, float64 there, float32 on MPS): no inversion per step. Large
+    weights pull every prompt to `mu`, the generic "mean image" (the paper: lambda >= 0.05).
+    Sidecar values: `distance` (`sqrt` of the term) and `cosine_to_mean`.
+    """
+
+    name = "mahalanobis"
+    default_weight = 0.009
+    needs_stats = True
+    description = "(e - mu)^T P (e - mu): stay in the bulk of the image-embedding distribution"
+
+    def __init__(self, weight: float, context: ConstraintContext) -> None:
+        super().__init__(weight, context)
+        store = require_store(context, self.name)
+        dtype = work_dtype(context.device)
+        self.mean = _as_tensor(store.mean, context.device, dtype)
+        self.chol = _as_tensor(store.precision_cholesky, context.device, dtype)
+
+    def term(self, embeds: Tensor, step: int, rows: Tensor) -> Tensor:
+        return mahalanobis_sq(embeds, self.mean, self.chol).float()
+
+    def report(self, embeds: Tensor) -> list[dict[str, Any]]:
+        with torch.no_grad():
+            e = embeds.to(self.mean.device)
+            d2 = mahalanobis_sq(e, self.mean, self.chol).clamp_min(0).sqrt().cpu().tolist()
+            cos = cosine(e, self.mean.expand_as(e)).cpu().tolist()
+        return [{"distance": d, "cosine_to_mean": c} for d, c in zip(d2, cos)]
+
+
+class NearestNeighborConstraint(Constraint):
+    """`mean_{j<=k} (1 - cos(e, n_j))`, `n_j` the raw stored embeddings nearest to `e` (faiss).
+
+    Options (from `ConstraintContext.options`, i.e. `--nn-k`, `--nn-every`): `nn_k` neighbours
+    (default 1), searched with the detached current embedding at steps 0, K, 2K, ... for
+    `nn_every = K` (default 1: every step) and reused in between, per prompt (by its row in the
+    original batch, since finished prompts leave the batch). The final embedding (evaluated
+    without autograd) is always searched afresh, so its term and the sidecar's neighbours agree.
+    Sidecar values: `k`, `every`, `searches` (index searches made for the prompt, the final one
+    included) and `neighbours`: `[{file, id, cosine}]` of the final embedding, nearest first.
+    """
+
+    name = "nn"
+    default_weight = 0.5
+    needs_stats = True
+    description = "mean_k (1 - cos(e, nearest stored image embeddings)): stay near real images"
+
+    def __init__(self, weight: float, context: ConstraintContext) -> None:
+        super().__init__(weight, context)
+        self.store = require_store(context, self.name)
+        opts = context.options or {}
+        self.k = _positive_int(opts.get("nn_k", 1), "--nn-k")
+        self.every = _positive_int(opts.get("nn_every", 1), "--nn-every")
+        count = int(self.store.count)
+        if self.k > count:
+            raise OviError(f"--nn-k {self.k} is more than the {count} images in the stats store")
+        self._vectors: Tensor | None = None  # [R, k, D] float32 on the device, by original row
+        self._have = torch.zeros(0, dtype=torch.bool)  # [R]: row R has neighbours
+        self._searches = torch.zeros(0, dtype=torch.long)  # [R]: index searches for row R
+
+    # ---- the index --------------------------------------------------------------------------
+    def neighbours(self, embeds: Tensor) -> tuple[np.ndarray, np.ndarray, Tensor]:
+        """(faiss cosines `[B, k]`, ids `[B, k]`, raw stored embeddings `[B, k, D]` on the device)."""
+        queries = np.ascontiguousarray(embeds.detach().float().cpu().numpy(), dtype=np.float32)
+        cos, ids = self.store.search(queries, self.k)
+        ids = np.asarray(ids, dtype=np.int64)
+        if (ids < 0).any():
+            raise OviError(f"the stats store's index returned fewer than {self.k} neighbours (--nn-k)")
+        vectors = np.asarray(self.store.embeddings[ids.reshape(-1)], dtype=np.float32)
+        vectors = torch.from_numpy(vectors.reshape(ids.shape[0], self.k, -1)).to(embeds.device)
+        return np.asarray(cos), ids, vectors
+
+    def _ensure(self, rows: int, dim: int, device: torch.device) -> None:
+        if self._vectors is None or self._vectors.device != device:
+            self._vectors = torch.zeros(0, self.k, dim, device=device)
+            self._have = torch.zeros(0, dtype=torch.bool)
+            self._searches = torch.zeros(0, dtype=torch.long)
+        grow = rows - self._vectors.shape[0]
+        if grow > 0:
+            self._vectors = torch.cat([self._vectors, torch.zeros(grow, self.k, dim, device=device)])
+            self._have = torch.cat([self._have, torch.zeros(grow, dtype=torch.bool)])
+            self._searches = torch.cat([self._searches, torch.zeros(grow, dtype=torch.long)])
+
+    # ---- Constraint ---------------------------------------------------------------------------
+    def term(self, embeds: Tensor, step: int, rows: Tensor) -> Tensor:
+        rows = torch.as_tensor(rows, dtype=torch.long).cpu()
+        if step == 0:  # a new batch: forget the neighbours of the previous one
+            self._have = torch.zeros_like(self._have)
+            self._searches = torch.zeros_like(self._searches)
+        self._ensure(int(rows.max()) + 1, embeds.shape[-1], embeds.device)
+        assert self._vectors is not None
+        fresh = step % self.every == 0 or not torch.is_grad_enabled()
+        need = torch.ones_like(rows, dtype=torch.bool) if fresh else ~self._have[rows]
+        if need.any():
+            _, _, vectors = self.neighbours(embeds[need.to(embeds.device)])
+            self._vectors[rows[need].to(embeds.device)] = vectors
+            self._have[rows[need]] = True
+            self._searches[rows[need]] += 1
+        return nn_term(embeds, self._vectors[rows.to(embeds.device)])
+
+    def report(self, embeds: Tensor) -> list[dict[str, Any]]:
+        with torch.no_grad():
+            _, ids, vectors = self.neighbours(embeds)
+            cos = cosine(embeds.float().unsqueeze(1).to(vectors.device), vectors).cpu().tolist()
+        files = self.store.files
+        out = []
+        for b in range(embeds.shape[0]):
+            hits = [{"file": str(files[int(i)]), "id": int(i), "cosine": float(c)} for i, c in zip(ids[b], cos[b])]
+            searches = int(self._searches[b]) if b < self._searches.shape[0] else 0
+            out.append({"k": self.k, "every": self.every, "searches": searches, "neighbours": hits})
+        return out
+
+
+def _positive_int(value: Any, flag: str) -> int:
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+    if not ok:
+        raise OviError(f"{flag} must be a whole number >= 1 (got {value!r})")
+    return int(value)
+
+
+@hookimpl
+def register_constraints(register):
+    register(MahalanobisConstraint)
+    register(NearestNeighborConstraint)
