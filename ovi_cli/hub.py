@@ -72,7 +72,10 @@ def resolve_model_dir(
         f"copy DIR here and pass {flag} DIR"
     )
     if _offline():
-        raise OviError(f"{what} model {source!r} is not in the local cache and HF_HUB_OFFLINE is set: {advice}")
+        raise OviError(
+            f"{what} model {source!r} is neither a local folder nor in the hub cache, and HF_HUB_OFFLINE "
+            f"is set: {advice}"
+        )
     if not _hub_reachable():
         raise OviError(f"cannot reach the Hugging Face hub to download {what} model {source!r}: {advice}")
     try:
