@@ -1,0 +1,158 @@
+"""`ovi compare`: several priors on the same prompt(s), one grid and one table per prompt."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ovi_cli.errors import OviError
+from ovi_cli.settings import DEFAULT_DECODER_MODEL, GenSettings
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def render_table(rows: list[dict[str, Any]], labels: list[str], title: str, with_store: bool):
+    """A Rich table of comparison rows (per prompt, or the means of a summary)."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("prior")
+    table.add_column("cos text", justify="right")
+    for lab in labels:
+        table.add_column(f"cos {lab}", justify="right")
+    if with_store:
+        table.add_column("mahalanobis", justify="right")
+        table.add_column("nn cos", justify="right")
+    table.add_column("norm", justify="right")
+    table.add_column("s", justify="right")
+    for r in rows:
+        cells = [r["prior"], _fmt(r.get("text_cosine"))]
+        cells += [_fmt(r.get("cosine", {}).get(lab)) for lab in labels]
+        if with_store:
+            cells += [_fmt(r.get("mahalanobis"), 2), _fmt(r.get("nn_cosine"))]
+        cells += [_fmt(r.get("norm"), 3), _fmt(r.get("seconds"), 2)]
+        table.add_row(*cells)
+    return table
+
+
+def add_commands(app: typer.Typer) -> None:
+    @app.command("compare")
+    def compare(
+        prompt: Annotated[str | None, typer.Argument(help="The text to compare the priors on.")] = None,
+        prompts_file: Annotated[Path | None, typer.Option(
+            "--prompts", help="A file with one prompt per line: one folder (grid, table) per prompt "
+            "and summary.csv/.json with the means per prior.")] = None,
+        priors: Annotated[str, typer.Option(
+            help="Comma-separated priors, in grid order: textemb, ovi, ovi+CONSTRAINT[:WEIGHT] "
+            "(e.g. ovi+mahalanobis, ovi+nn:0.5), eclipse, kandinsky, or any registered prior.")]
+            = "textemb,ovi,eclipse,kandinsky",
+        out: Annotated[Path | None, typer.Option(
+            "--out", "-o", help="Output folder. Default: outputs/compare-<time>-<slug> "
+            "(outputs/compare-<file stem> with --prompts).")] = None,
+        decoder: Annotated[str, typer.Option(help="Decoder plugin: kandinsky22, or embeds (no images).")]
+            = "kandinsky22",
+        encoder_model: Annotated[str, typer.Option(
+            envvar="OVI_ENCODER_MODEL",
+            help="Hub id or local folder in the kandinsky-2-2-prior layout (CLIP towers).")]
+            = GenSettings.encoder_model,
+        decoder_model: Annotated[str, typer.Option(
+            envvar="OVI_DECODER_MODEL",
+            help="Hub id or local folder in the kandinsky-2-2-decoder layout.")] = DEFAULT_DECODER_MODEL,
+        eclipse_model: Annotated[str | None, typer.Option(
+            help="eclipse prior: hub id or folder (default ECLIPSE-Community/ECLIPSE_KandinskyV22_Prior).")]
+            = None,
+        kandinsky_model: Annotated[str | None, typer.Option(
+            help="kandinsky prior: hub id or folder (default: --encoder-model when it holds prior/ and "
+            "scheduler/, else kandinsky-community/kandinsky-2-2-prior).")] = None,
+        prior_steps: Annotated[int, typer.Option(help="kandinsky prior: denoising steps.")] = 25,
+        prior_guidance: Annotated[float, typer.Option(help="kandinsky prior: guidance scale.")] = 4.0,
+        tokens: Annotated[int, typer.Option(help="OVI pseudo-tokens.")] = 6,
+        steps: Annotated[int, typer.Option(help="OVI optimisation steps.")] = 500,
+        lr: Annotated[float, typer.Option(help="OVI AdamW learning rate.")] = 2e-2,
+        weight_decay: Annotated[float, typer.Option(help="OVI AdamW weight decay.")] = 0.01,
+        seed: Annotated[int, typer.Option(help="Seed of every prior and of the decoder noise (the same "
+                                          "for all priors; with --prompts, line i uses seed + i).")] = 0,
+        stats: Annotated[str | None, typer.Option(
+            help="Statistics store (name or folder): used by ovi+mahalanobis / ovi+nn and adds the "
+            "Mahalanobis and nearest-neighbour columns; default: the newest store of this encoder "
+            "when a constrained prior is listed.")] = None,
+        nn_every: Annotated[int, typer.Option(help="nn constraint: search the index every K steps.")] = 1,
+        nn_k: Annotated[int, typer.Option(help="nn constraint: neighbours per search.")] = 1,
+        negative: Annotated[str, typer.Option(
+            help="Negative image embedding: zero-image or zeros.")] = "zero-image",
+        height: Annotated[int, typer.Option(help="Image height in pixels.")] = 512,
+        width: Annotated[int, typer.Option(help="Image width in pixels.")] = 512,
+        decoder_steps: Annotated[int, typer.Option(help="Decoder denoising steps.")] = 50,
+        guidance_scale: Annotated[float, typer.Option(help="Decoder classifier-free guidance scale.")] = 4.0,
+        device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+        dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16.")] = "auto",
+        plot: Annotated[bool, typer.Option(
+            "--plot", help="Also write plot.png (cosine over OVI steps to the text and to the eclipse/"
+            "kandinsky embeddings, constraint terms) and history.csv per prompt.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+        json_out: Annotated[bool, typer.Option(
+            "--json", help="Print each prompt's table JSON to stdout (one line each), then the summary.")] = False,
+    ) -> None:
+        """Compare priors (TextEmb, OVI, constrained OVI, ECLIPSE, Kandinsky) on the same prompt(s)."""
+        from rich.console import Console
+
+        from ovi_cli.cli import read_prompt_file
+        from ovi_cli.compare import Comparison, parse_priors
+        from ovi_cli.console import RichReporter, make_progress
+        from ovi_cli.outputs import slugify
+
+        if (prompt is None) == (prompts_file is None):
+            raise OviError("give a PROMPT or --prompts FILE (not both)")
+        if prompt is not None and not prompt.strip():
+            raise OviError("empty prompt: give some text to generate from")
+        prompts = [prompt] if prompt is not None else read_prompt_file(prompts_file)
+        choices = parse_priors(priors)
+        if out is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out = Path("outputs") / (f"compare-{stamp}-{slugify(prompts[0])}" if prompts_file is None
+                                     else f"compare-{slugify(prompts_file.stem)}")
+        if out.exists() and not out.is_dir():
+            raise OviError(f"--out {str(out)!r} is a file; compare writes a folder")
+        settings = GenSettings(
+            prior="ovi", decoder=decoder, encoder_model=encoder_model, decoder_model=decoder_model,
+            tokens=tokens, steps=steps, lr=lr, weight_decay=weight_decay, seed=seed, stats=stats,
+            negative=negative, height=height, width=width, decoder_steps=decoder_steps,
+            guidance_scale=guidance_scale, device=device, dtype=dtype,
+            constraint_options={"nn_every": nn_every, "nn_k": nn_k},
+            prior_options={"steps": prior_steps, "guidance_scale": prior_guidance},
+        )
+        progress = make_progress(quiet)
+        reporter = RichReporter(progress, quiet=quiet)
+        cmp = Comparison(choices, settings, reporter=reporter,
+                         prior_models={"eclipse": eclipse_model, "kandinsky": kandinsky_model})
+        console = Console()
+
+        def shown(result) -> None:
+            if json_out:
+                typer.echo(json.dumps(cmp.table_json(result)))
+            elif not quiet:
+                progress.console.print(render_table(result.rows, result.labels, result.prompt, cmp.store is not None))
+                progress.console.print(f"-> {', '.join(result.files.values())}", highlight=False)
+
+        with progress:
+            run = cmp.run(prompts, out, plot=plot, per_prompt_folders=prompts_file is not None,
+                          on_result=shown)
+        if json_out:
+            typer.echo(json.dumps({"summary": run.summary, "files": run.files}))
+        elif not quiet:
+            if len(prompts) > 1:
+                console.print(render_table(run.summary, cmp.labels, f"means over {len(prompts)} prompts",
+                                           cmp.store is not None))
+            console.print(f"summary -> {run.files['summary_csv']}, {run.files['summary_json']}", highlight=False)
+            if not cmp.produces_images:
+                console.print("decoder 'embeds': no images, no grid", highlight=False)

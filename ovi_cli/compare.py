@@ -1,0 +1,515 @@
+"""`ovi compare` as a library: several priors on the same prompt(s), one decoder seed, one table.
+
+    from ovi_cli.compare import Comparison, parse_priors
+    from ovi_cli.settings import GenSettings
+    cmp = Comparison(parse_priors("textemb,ovi,ovi+nn,eclipse"), GenSettings(steps=300))
+    run = cmp.run(["blue old car on a beach"], out_dir="outputs/car")
+
+Each prior runs through its own `OviPipeline` (prior + constraints), all sharing one loaded
+`Encoders`; their pipelines use the `embeds` decoder, and one extra pipeline holds the real
+decoder, which decodes every prior's embedding of a prompt in one batch with the same seed, so
+the images differ only by the embedding. Per prompt the folder gets `grid.png` (one labelled
+cell per prior, in the order given), `<prior>.png`, `table.csv` / `table.json`,
+`embeddings.safetensors` (one `[1, D]` tensor per prior, plus `text_embeds`) and, with `plot`,
+`plot.png` / `history.csv`. The table's numbers are recomputed by `comparison_rows` from the
+embeddings alone (and the store), so anyone can check them from `embeddings.safetensors`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ovi_cli.api import Constraint, ConstraintContext
+from ovi_cli.encoders import Encoders, TextEncoding
+from ovi_cli.errors import OviError
+from ovi_cli.losses import cosine, mahalanobis_sq
+from ovi_cli.outputs import Staging, atomic_outputs, slugify
+from ovi_cli.pipeline import EmbedBatch, OviPipeline, Reporter, package_versions, validate_prompts
+from ovi_cli.plots import COSINE_PREFIX, has_curves, stage_history_plot
+from ovi_cli.plugins import Registry, get_registry
+from ovi_cli.settings import GenSettings
+
+DEFAULT_PRIORS = "textemb,ovi,eclipse,kandinsky"
+TRACKED_BASELINES = ("eclipse", "kandinsky")  # OVI curves also show the cosine to these
+
+
+# ---- which priors ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PriorChoice:
+    """One entry of `--priors`: `NAME` or `NAME+CONSTRAINT[:WEIGHT][+CONSTRAINT...]` (e.g. `ovi+nn`)."""
+
+    label: str
+    prior: str
+    constraints: tuple[str, ...] = ()
+
+    @property
+    def slug(self) -> str:
+        return slugify(self.label.replace("+", " plus ").replace(":", " "))
+
+
+def parse_priors(text: str, registry: Registry | None = None) -> list[PriorChoice]:
+    """Parse `--priors`; unknown names and misuse are one-line `OviError`s."""
+    from ovi_cli.api import ConstraintSpec
+
+    registry = registry or get_registry()
+    items = [t.strip() for t in str(text).split(",")]
+    if not any(items):
+        raise OviError("--priors is empty: name at least one prior, e.g. textemb,ovi,eclipse")
+    choices: list[PriorChoice] = []
+    for item in items:
+        if not item:
+            raise OviError(f"--priors {text!r} has an empty entry")
+        name, *cons = [p.strip() for p in item.split("+")]
+        known = registry.names("prior")
+        if name not in known:
+            raise OviError(f"unknown prior {name!r} in --priors; available: {', '.join(known)} (see `ovi plugins`)")
+        cls = registry.get("prior", name)
+        if cons and not getattr(cls, "uses_constraints", False):
+            raise OviError(f"--priors entry {item!r}: prior {name!r} takes no constraints (only e.g. ovi+nn)")
+        for c in cons:
+            spec = ConstraintSpec.parse(c)
+            if spec.name not in registry.names("constraint"):
+                raise OviError(f"unknown constraint {spec.name!r} in --priors entry {item!r}; available: "
+                               f"{', '.join(registry.names('constraint')) or 'none'}")
+        label = "+".join([name, *cons])
+        if any(ch.label == label for ch in choices):
+            raise OviError(f"--priors names {label!r} twice")
+        choices.append(PriorChoice(label, name, tuple(cons)))
+    slugs = [c.slug for c in choices]
+    if len(set(slugs)) != len(slugs):
+        raise OviError("--priors: two entries map to the same file name; make them differ")
+    return choices
+
+
+# ---- the numbers -------------------------------------------------------------------------------
+def comparison_rows(
+    labels: Sequence[str],
+    embeds: Tensor,
+    text_embeds: Tensor,
+    seconds: Sequence[float] | None = None,
+    store: Any | None = None,
+) -> list[dict[str, Any]]:
+    """Per prior: cosine to the text, to every prior's embedding, norm, seconds, and with a store
+    the Mahalanobis distance `sqrt((e - mu)^T P (e - mu))` and the best nearest-neighbour cosine.
+
+    `embeds` `[N, D]` (row i = `labels[i]`), `text_embeds` `[D]` or `[1, D]`. Pure given the store.
+    """
+    e = embeds.detach().float().cpu()
+    t = text_embeds.detach().float().cpu().reshape(1, -1)
+    n = e.shape[0]
+    text_cos = cosine(e, t.expand(n, -1)).tolist()
+    pair = cosine(e.unsqueeze(1), e.unsqueeze(0)).tolist()  # [N, N]
+    norms = e.norm(dim=-1).tolist()
+    maha: list[float | None] = [None] * n
+    nn_cos: list[float | None] = [None] * n
+    nn_file: list[str | None] = [None] * n
+    if store is not None:
+        mean = torch.as_tensor(np.asarray(store.mean), dtype=torch.float64)
+        chol = torch.as_tensor(np.asarray(store.precision_cholesky), dtype=torch.float64)
+        maha = mahalanobis_sq(e.double(), mean, chol).clamp_min(0).sqrt().tolist()
+        _, ids = store.search(np.ascontiguousarray(e.numpy(), dtype=np.float32), 1)
+        ids = np.asarray(ids, dtype=np.int64)[:, 0]
+        stored = torch.from_numpy(np.asarray(store.embeddings[ids], dtype=np.float32))
+        nn_cos = cosine(e, stored).tolist()  # exact, from the raw stored embedding
+        files = store.files
+        nn_file = [str(files[int(i)]) for i in ids]
+    rows = []
+    for i, label in enumerate(labels):
+        rows.append({
+            "prior": label,
+            "text_cosine": text_cos[i],
+            "cosine": {labels[j]: pair[i][j] for j in range(n)},
+            "mahalanobis": maha[i],
+            "nn_cosine": nn_cos[i],
+            "nn_file": nn_file[i],
+            "norm": norms[i],
+            "seconds": None if seconds is None else float(seconds[i]),
+        })
+    return rows
+
+
+def table_columns(labels: Sequence[str], with_store: bool) -> list[str]:
+    cols = ["prior", "text_cosine", *[f"cos_{lab}" for lab in labels]]
+    if with_store:
+        cols += ["mahalanobis", "nn_cosine", "nn_file"]
+    return cols + ["norm", "seconds"]
+
+
+def flatten_row(row: dict[str, Any]) -> dict[str, Any]:
+    flat = {k: v for k, v in row.items() if k != "cosine"}
+    for other, v in row.get("cosine", {}).items():
+        flat[f"cos_{other}"] = v
+    return flat
+
+
+def table_csv(
+    rows: Sequence[dict[str, Any]], labels: Sequence[str], with_store: bool, extra: Sequence[str] = ()
+) -> str:
+    cols = [*extra, *table_columns(labels, with_store)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        flat = flatten_row(row)
+        writer.writerow({k: _csv_value(flat.get(k)) for k in cols})
+    return buf.getvalue()
+
+
+def _csv_value(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return v
+
+
+def summary_rows(tables: Sequence[Sequence[dict[str, Any]]], labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Means over prompts, per prior, of every numeric column (None where no prompt has a value)."""
+    out = []
+    for label in labels:
+        rows = [r for table in tables for r in table if r["prior"] == label]
+        flat = [flatten_row(r) for r in rows]
+        keys = [k for k in flat[0] if k not in ("prior", "nn_file")] if flat else []
+        mean: dict[str, Any] = {"prior": label, "prompts": len(rows)}
+        for k in keys:
+            vals = [f[k] for f in flat if isinstance(f.get(k), (int, float)) and not isinstance(f.get(k), bool)]
+            mean[k] = float(np.mean(vals)) if vals else None
+        cos = {lab: mean.pop(f"cos_{lab}", None) for lab in labels}
+        mean["cosine"] = cos
+        out.append(mean)
+    return out
+
+
+# ---- the grid ----------------------------------------------------------------------------------
+def label_band(height: int) -> int:
+    """Height in pixels of the label strip under each image."""
+    return max(14, round(height * 0.08))
+
+
+def grid_size(count: int, width: int, height: int) -> tuple[int, int]:
+    """(width, height) of a grid of `count` images of `width x height`, one row, labels below."""
+    return count * width, height + label_band(height)
+
+
+def make_grid(images: Sequence[Any], labels: Sequence[str]) -> Any:
+    """One row of images, each with its label underneath (PIL)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if not images:
+        raise ValueError("no images for the grid")
+    w, h = images[0].size
+    band = label_band(h)
+    grid = Image.new("RGB", grid_size(len(images), w, h), "white")
+    draw = ImageDraw.Draw(grid)
+    try:
+        font = ImageFont.load_default(size=max(8, band - 4))
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    for i, (im, label) in enumerate(zip(images, labels)):
+        grid.paste(im.convert("RGB").resize((w, h)), (i * w, 0))
+        text = label
+        while text and draw.textlength(text, font=font) > w - 4:
+            text = text[:-1]
+        draw.text((i * w + 2, h + 1), text, fill="black", font=font)
+    return grid
+
+
+def _png_with_text(image: Any, path: Path, text: dict[str, str]) -> None:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for k, v in text.items():
+        info.add_text(k, v)
+    image.save(path, format="PNG", pnginfo=info)
+
+
+# ---- OVI curves towards other priors' embeddings ----------------------------------------------
+class ReferenceCosine(Constraint):
+    """Weight-0 tracker: records `cos(e, reference)` at every OVI step without touching the loss."""
+
+    name = "cos_reference"
+
+    def __init__(self, label: str, context: ConstraintContext) -> None:
+        super().__init__(0.0, context)
+        self.name = f"{COSINE_PREFIX}{label}"  # the history key
+        self.reference: Tensor | None = None  # [B, D]
+
+    def term(self, embeds: Tensor, step: int, rows: Tensor) -> Tensor:
+        assert self.reference is not None
+        with torch.no_grad():
+            ref = self.reference.to(embeds.device)[torch.as_tensor(rows, device=embeds.device).long()]
+            return cosine(embeds.detach(), ref)
+
+
+# ---- running -----------------------------------------------------------------------------------
+@dataclass
+class PromptResult:
+    prompt: str
+    seed: int
+    labels: list[str]
+    embeds: Tensor  # [N, D]
+    text: TextEncoding
+    negative: Tensor  # [1, D]
+    rows: list[dict[str, Any]]
+    records: dict[str, dict[str, Any]]
+    histories: dict[str, dict[str, list[float]]]
+    images: list[Any] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CompareRun:
+    results: list[PromptResult]
+    summary: list[dict[str, Any]]
+    files: dict[str, str]
+
+
+class Comparison:
+    """Loads the encoders once, one pipeline per prior choice, one decoder; compares per prompt."""
+
+    def __init__(
+        self,
+        choices: Sequence[PriorChoice],
+        settings: GenSettings,
+        *,
+        prior_models: dict[str, str | None] | None = None,
+        reporter: Reporter | None = None,
+        registry: Registry | None = None,
+        encoders: Encoders | None = None,
+    ) -> None:
+        if not choices:
+            raise OviError("no prior to compare")
+        self.choices = list(choices)
+        self.settings = settings
+        self.prior_models = dict(prior_models or {})
+        self.reporter = reporter or Reporter()
+        self.registry = registry or get_registry()
+        self.encoders = encoders
+        self.pipes: dict[str, OviPipeline] = {}
+        self.decoder_pipe: OviPipeline | None = None
+        self.trackers: dict[str, list[ReferenceCosine]] = {}
+        self.store: Any = None
+        # validate everything (names, flags) before loading anything
+        for ch in self.choices:
+            self.pipes[ch.label] = OviPipeline(self._settings_for(ch), reporter=self.reporter,
+                                               registry=self.registry, encoders=self.encoders)
+        self.decoder_pipe = OviPipeline(replace(settings, prior="textemb", constraints=[]),
+                                        reporter=self.reporter, registry=self.registry, encoders=self.encoders)
+        self._loaded = False
+
+    def _settings_for(self, ch: PriorChoice) -> GenSettings:
+        model = self.prior_models.get(ch.prior, self.settings.prior_model)
+        return replace(self.settings, prior=ch.prior, constraints=list(ch.constraints), decoder="embeds",
+                       prior_model=model)
+
+    @property
+    def labels(self) -> list[str]:
+        return [c.label for c in self.choices]
+
+    @property
+    def produces_images(self) -> bool:
+        assert self.decoder_pipe is not None
+        return self.decoder_pipe.decoder.produces_images
+
+    def _wants_store(self) -> bool:
+        if self.settings.stats:
+            return True
+        return any(self.registry.get("constraint", spec.name).needs_stats
+                   for p in self.pipes.values() for spec in p.specs)
+
+    def load(self) -> None:
+        if self._loaded:
+            return
+        if self.encoders is None:
+            self.reporter.stage(f"loading encoders from {self.settings.encoder_model}")
+            device, dtype = self.decoder_pipe.device, self.decoder_pipe.dtype
+            self.encoders = Encoders.load(self.settings.encoder_model, device=device, dtype=dtype)
+        for pipe in [*self.pipes.values(), self.decoder_pipe]:
+            pipe.encoders = self.encoders
+        if self._wants_store():
+            stored = next((p.store for p in self.pipes.values() if p.store is not None), None)
+            for p in self.pipes.values():  # constrained pipelines open the store while loading
+                p.load()
+                stored = stored or p.store
+            if stored is None:
+                from ovi_stats.store import open_store_for
+
+                self.reporter.stage("loading image statistics")
+                stored = open_store_for(self.settings.stats, self.encoders)
+            self.store = stored
+        tracked = [c for c in self.choices if c.prior in TRACKED_BASELINES]
+        for ch in self.choices:
+            pipe = self.pipes[ch.label]
+            pipe.load()
+            if pipe.prior.uses_constraints and tracked:
+                assert pipe.constraints is not None
+                ctx = ConstraintContext(self.encoders, pipe.device, pipe.dtype, self.store)
+                trackers = [ReferenceCosine(t.label, ctx) for t in tracked]
+                pipe.constraints.extend(trackers)
+                self.trackers[ch.label] = trackers
+        if self.produces_images:
+            self.decoder_pipe.load()
+        self._loaded = True
+
+    def _order(self) -> list[PriorChoice]:
+        """Priors without OVI history first, so OVI can track the cosine to their embeddings."""
+        return sorted(self.choices, key=lambda c: bool(self.pipes[c.label].prior.uses_constraints))
+
+    def compare(self, prompt: str, seed: int) -> PromptResult:
+        """Every prior on one prompt, decoded with one seed; the table recomputed from the embeddings."""
+        self.load()
+        embeds: dict[str, Tensor] = {}
+        records: dict[str, dict[str, Any]] = {}
+        seconds: dict[str, float] = {}
+        text: TextEncoding | None = None
+        negative: Tensor | None = None
+        for ch in self._order():
+            pipe = self.pipes[ch.label]
+            for tr in self.trackers.get(ch.label, []):
+                ref_label = tr.name[len(COSINE_PREFIX):]
+                tr.reference = embeds[ref_label].reshape(1, -1)
+            self.reporter.stage(f"prior {ch.label}")
+            batch = pipe.embed([prompt], [seed])
+            rec = dict(batch.records[0]) if batch.records else {}
+            embeds[ch.label] = batch.image_embeds[0]
+            records[ch.label] = rec
+            seconds[ch.label] = max(0.0, batch.timings.get("prior_s", 0.0) - float(rec.get("prior_load_s", 0.0)))
+            text = batch.text if text is None else text
+            negative = batch.negative_image_embeds[:1] if negative is None else negative
+        assert text is not None and negative is not None
+        labels = self.labels
+        stacked = torch.stack([embeds[lab] for lab in labels])
+        rows = comparison_rows(labels, stacked, text.text_embeds[0], [seconds[lab] for lab in labels], self.store)
+        histories = {lab: records[lab].pop("history") for lab in labels if has_curves(records[lab].get("history"))}
+        for lab in labels:
+            records[lab].pop("history", None)
+        result = PromptResult(prompt, seed, labels, stacked, text, negative, rows, records, histories)
+        if self.produces_images:
+            n = len(labels)
+            batch = EmbedBatch([prompt] * n, [seed] * n, text, stacked, negative.expand(n, -1).clone(),
+                               [{} for _ in labels])
+            self.reporter.stage("decoding")
+            result.images = self.decoder_pipe.decode(batch)
+        return result
+
+    # ---- files ---------------------------------------------------------------------------------
+    def write(self, result: PromptResult, folder: Path, *, plot: bool = False) -> dict[str, str]:
+        """All files of one prompt's comparison, atomically."""
+        folder = Path(folder)
+        files: dict[str, str] = {}
+        with_store = self.store is not None
+        with atomic_outputs() as staging:
+            if result.images:
+                grid = make_grid(result.images, result.labels)
+                staging.write_with(folder / "grid.png", lambda p: _png_with_text(
+                    grid, p, {"ovi:priors": json.dumps(result.labels), "ovi:prompt": result.prompt}))
+                files["grid"] = str(folder / "grid.png")
+                for ch, im in zip(self.choices, result.images):
+                    path = folder / f"{ch.slug}.png"
+                    staging.write_with(path, lambda p, im=im: im.save(p, format="PNG"))
+                    files[f"image:{ch.label}"] = str(path)
+            staging.write_with(folder / "embeddings.safetensors", lambda p: self._save_embeddings(result, p))
+            files["embeddings"] = str(folder / "embeddings.safetensors")
+            staging.write_text(folder / "table.csv", table_csv(result.rows, result.labels, with_store))
+            files["table_csv"] = str(folder / "table.csv")
+            if plot:
+                self._stage_plot(staging, result, folder, files)
+            files["table_json"] = str(folder / "table.json")
+            result.files = files
+            staging.write_json(folder / "table.json", self.table_json(result))
+        return files
+
+    def _stage_plot(self, staging: Staging, result: PromptResult, folder: Path, files: dict[str, str]) -> None:
+        if not result.histories:
+            self.reporter.warn("--plot: none of these priors records per-step history (only OVI does); no plot")
+            return
+        stage_history_plot(staging, folder / "plot.png", folder / "history.csv", result.histories,
+                           title=result.prompt)
+        files["plot"] = str(folder / "plot.png")
+        files["history"] = str(folder / "history.csv")
+
+    def _save_embeddings(self, result: PromptResult, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {lab: result.embeds[i : i + 1].contiguous() for i, lab in enumerate(result.labels)}
+        tensors["text_embeds"] = result.text.text_embeds[:1].detach().float().cpu().contiguous()
+        tensors["negative_image_embeds"] = result.negative.detach().float().cpu().contiguous()
+        save_file(tensors, str(path), metadata={"prompt": result.prompt, "priors": json.dumps(result.labels)})
+
+    def table_json(self, result: PromptResult) -> dict[str, Any]:
+        s = self.settings
+        assert self.encoders is not None
+        return {
+            "prompt": result.prompt,
+            "seed": result.seed,
+            "priors": result.labels,
+            "rows": result.rows,
+            "records": result.records,
+            "settings": {
+                "tokens": s.tokens, "steps": s.steps, "lr": s.lr, "weight_decay": s.weight_decay,
+                "prior_options": s.prior_options, "constraint_options": s.constraint_options,
+                "negative": s.negative, "decoder": s.decoder, "height": s.height, "width": s.width,
+                "decoder_steps": s.decoder_steps, "guidance_scale": s.guidance_scale,
+            },
+            "models": {
+                "encoder": self.encoders.describe(),
+                "decoder": self.decoder_pipe.decoder.describe() if self.decoder_pipe else None,
+                "priors": {c.label: self.pipes[c.label].settings.prior_model for c in self.choices},
+                "stats": getattr(self.store, "describe", lambda: None)(),
+            },
+            "device": str(self.decoder_pipe.device) if self.decoder_pipe else None,
+            "versions": package_versions(),
+            "files": result.files,
+        }
+
+    def run(
+        self,
+        prompts: Sequence[str],
+        out_dir: Path | str,
+        *,
+        seeds: Sequence[int] | None = None,
+        plot: bool = False,
+        per_prompt_folders: bool | None = None,
+        on_result=None,
+    ) -> CompareRun:
+        """Compare every prompt; one folder per prompt (or `out_dir` itself for a single prompt),
+        then `summary.csv` / `summary.json` with the means per prior."""
+        prompts = validate_prompts(prompts)
+        seeds = list(seeds) if seeds is not None else [self.settings.seed + i for i in range(len(prompts))]
+        if len(seeds) != len(prompts):
+            raise OviError("need one seed per prompt")
+        out_dir = Path(out_dir)
+        if per_prompt_folders is None:
+            per_prompt_folders = len(prompts) > 1
+        start = time.perf_counter()
+        results = []
+        for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
+            folder = out_dir / f"{i:04d}-{slugify(prompt)}" if per_prompt_folders else out_dir
+            result = self.compare(prompt, seed)
+            self.write(result, folder, plot=plot)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+        summary = summary_rows([r.rows for r in results], self.labels)
+        files = {"summary_csv": str(out_dir / "summary.csv"), "summary_json": str(out_dir / "summary.json")}
+        with atomic_outputs() as staging:
+            staging.write_text(out_dir / "summary.csv", table_csv(
+                [{**r, "prompts": r["prompts"]} for r in summary], self.labels, self.store is not None,
+                extra=("prompts",)))
+            staging.write_json(out_dir / "summary.json", {
+                "prompts": [r.prompt for r in results], "seeds": seeds, "priors": self.labels,
+                "means": summary, "per_prompt": [{"prompt": r.prompt, "files": r.files} for r in results],
+                "seconds": time.perf_counter() - start,
+            })
+        return CompareRun(results, summary, files)
