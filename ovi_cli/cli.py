@@ -130,6 +130,9 @@ def gen(
         "--compile", help="torch.compile the OVI step where it works (falls back with a message).")] = False,
     save_embedding: Annotated[bool, typer.Option(
         "--save-embedding", help="Also write PATH.safetensors (image_embeds, negative_image_embeds).")] = False,
+    plot: Annotated[bool, typer.Option(
+        "--plot", help="Also write PATH.plot.png (cosine over OVI steps, constraint terms) and "
+        "PATH.history.csv (the raw values).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print the sidecar JSON to stdout (one line per prompt).")] = False,
@@ -165,6 +168,10 @@ def gen(
                 [prompts[i] for i in idx], [paths[i] for i in idx],
                 seeds=[seeds[i] for i in idx], save_embedding=save_embedding,
             )
+            if plot:
+                from ovi_cli.plots import write_gen_plots
+
+                write_gen_plots(sidecars, [paths[i] for i in idx], reporter.warn)
             for sc in sidecars:
                 if json_out:
                     typer.echo(json.dumps(sc))
@@ -261,6 +268,7 @@ def main(argv: list[str] | None = None) -> Any:
     return rv
 
 
-from ovi_cli import commands_stats  # noqa: E402  (registers build-stats and stats)
+from ovi_cli import commands_compare, commands_stats  # noqa: E402  (compare; build-stats and stats)
 
 commands_stats.add_commands(app)
+commands_compare.add_commands(app)
