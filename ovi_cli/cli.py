@@ -79,6 +79,7 @@ def _gen_plan(prompt: str | None, prompts_file: Path | None, out: Path | None, s
 
 @app.command()
 def gen(
+    ctx: typer.Context,
     prompt: Annotated[str | None, typer.Argument(help="The text to generate an image from.")] = None,
     prompts_file: Annotated[Path | None, typer.Option(
         "--prompts", help="A file with one prompt per line; --out is then a folder and files are "
@@ -91,6 +92,9 @@ def gen(
     encoder_model: Annotated[str, typer.Option(
         envvar="OVI_ENCODER_MODEL",
         help="Hub id or local folder in the kandinsky-2-2-prior layout (CLIP towers).")] = GenSettings.encoder_model,
+    model: Annotated[str | None, typer.Option(
+        help="Model preset: `toy` = the shipped toy-world encoder, decoder and stats store (offline, "
+        "seconds on a CPU); flags given explicitly still win.")] = None,
     decoder_model: Annotated[str, typer.Option(
         envvar="OVI_DECODER_MODEL",
         help="Hub id or local folder in the kandinsky-2-2-decoder layout.")] = DEFAULT_DECODER_MODEL,
@@ -153,6 +157,11 @@ def gen(
         prior_model=prior_model,
         prior_options={"steps": prior_steps, "guidance_scale": prior_guidance},
     )
+    if model is not None:
+        from ovi_cli.toy.preset import apply_model
+
+        explicit = {k for k in ctx.params if str(ctx.get_parameter_source(k)).endswith("COMMANDLINE")}
+        settings = apply_model(settings, model, explicit)
     todo = [i for i, p in enumerate(paths) if not (prompts_file and p.with_suffix(".json").exists())]
     progress = make_progress(quiet)
     reporter = RichReporter(progress, quiet=quiet)
@@ -272,3 +281,7 @@ from ovi_cli import commands_compare, commands_stats  # noqa: E402  (compare; bu
 
 commands_stats.add_commands(app)
 commands_compare.add_commands(app)
+
+from ovi_cli import commands_toy  # noqa: E402  (toy dataset/train/eval, eval toy)
+
+commands_toy.add_commands(app)
