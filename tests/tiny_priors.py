@@ -16,9 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 import tiny_models
+import torch
 
 EMBED_DIM = tiny_models.EMBED_DIM
 TEXT_TOKENS = 77  # the tokenizer pads to 77 like CLIP's; num_embeddings of both priors
@@ -107,4 +106,30 @@ def make_kandinsky_prior_repo(root: Path, seed: int = 0) -> Path:
         variance_type="fixed_small_log", prediction_type="sample", num_train_timesteps=1000,
         clip_sample=True, clip_sample_range=10.0,
     ).save_pretrained(root / "scheduler")
+    (root / "model_index.json").write_text(json.dumps(KANDINSKY_PRIOR_MODEL_INDEX, indent=2))
     return root
+
+
+KANDINSKY_PRIOR_MODEL_INDEX = {  # as in kandinsky-community/kandinsky-2-2-prior
+    "_class_name": "KandinskyV22PriorPipeline",
+    "_diffusers_version": "0.18.0.dev0",
+    "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+    "image_processor": ["transformers", "CLIPImageProcessor"],
+    "prior": ["diffusers", "PriorTransformer"],
+    "scheduler": ["diffusers", "UnCLIPScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+}
+
+_CACHE: dict[str, Path] = {}
+
+
+def session_repos(tmp_path_factory) -> dict[str, Path]:
+    """The tiny Kandinsky-prior folder (`kandinsky`, also an encoder folder), the tiny ECLIPSE
+    folder (`eclipse`) and a tiny decoder (`decoder`), built once per test session."""
+    if not _CACHE:
+        base = tmp_path_factory.mktemp("tiny_priors")
+        _CACHE["kandinsky"] = make_kandinsky_prior_repo(base / "kandinsky-2-2-prior")
+        _CACHE["eclipse"] = make_eclipse_repo(base / "ECLIPSE_KandinskyV22_Prior")
+        _CACHE["decoder"] = tiny_models.make_decoder_repo(base / "decoder")
+    return _CACHE
