@@ -64,14 +64,67 @@ def vision_tower_parts(model) -> tuple[Tensor, Tensor, Callable, Callable, Calla
     )
 
 
-def encode_pseudo_tokens(model, tokens: Tensor) -> Tensor:
+def encode_pseudo_tokens(model, tokens: Tensor, *, cls_only_last: bool = True) -> Tensor:
     """Image embeddings `[B, projection_dim]` (raw, unnormalised) of `[B, P, D]` pseudo-tokens.
 
     Skips the patch convolution: class embedding + positions, pre-LN, all encoder layers,
     post-LN on the class token, visual projection.
+
+    Only the class token's output is used, so in the *last* encoder layer the query, the output
+    projection and the MLP are computed for that one position (keys and values still see every
+    position). The result is the same as the full forward (`cls_only_last=False`, the plain
+    transformers encoder call) up to float rounding; it saves most of one layer's work.
     """
     cls, pos, pre_ln, encoder, post_ln, proj = vision_tower_parts(model)
     hidden = pre_ln(token_embeddings(tokens, cls, pos))
-    out = encoder(inputs_embeds=hidden)
-    last = out[0] if isinstance(out, tuple) else out.last_hidden_state
-    return proj(post_ln(last[:, 0, :]))
+    layers = getattr(encoder, "layers", None)
+    if cls_only_last and layers is not None and len(layers) > 0 and _has_clip_layer_layout(layers[-1]):
+        for layer in layers[:-1]:
+            hidden = _call_layer(layer, hidden)
+        first = _last_layer_class_token(layers[-1], hidden)
+    else:
+        out = encoder(inputs_embeds=hidden)
+        last = out[0] if isinstance(out, tuple) else out.last_hidden_state
+        first = last[:, 0, :]
+    return proj(post_ln(first))
+
+
+def _has_clip_layer_layout(layer) -> bool:
+    attn = getattr(layer, "self_attn", None)
+    need_attn = ("q_proj", "k_proj", "v_proj", "out_proj", "num_heads", "head_dim", "scale")
+    return (
+        attn is not None
+        and all(hasattr(attn, n) for n in need_attn)
+        and all(hasattr(layer, n) for n in ("layer_norm1", "layer_norm2", "mlp"))
+        and not layer.training
+    )
+
+
+_WANTS_CAUSAL_MASK: dict[type, bool] = {}
+
+
+def _call_layer(layer, hidden: Tensor) -> Tensor:
+    """One transformers CLIPEncoderLayer; 4.x wants a causal-mask argument and returns a tuple."""
+    kind = type(layer)
+    if kind not in _WANTS_CAUSAL_MASK:
+        import inspect
+
+        _WANTS_CAUSAL_MASK[kind] = "causal_attention_mask" in inspect.signature(layer.forward).parameters
+    out = layer(hidden, None, None) if _WANTS_CAUSAL_MASK[kind] else layer(hidden, None)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _last_layer_class_token(layer, hidden: Tensor) -> Tensor:
+    """`[B, D]`: a CLIP encoder layer's output at position 0 only (pre-LN block, SDPA attention)."""
+    attn = layer.self_attn
+    batch, length, width = hidden.shape
+    heads, head_dim = attn.num_heads, attn.head_dim
+    x = layer.layer_norm1(hidden)
+    q = attn.q_proj(x[:, :1]).view(batch, 1, heads, head_dim).transpose(1, 2)
+    k = attn.k_proj(x).view(batch, length, heads, head_dim).transpose(1, 2)
+    v = attn.v_proj(x).view(batch, length, heads, head_dim).transpose(1, 2)
+    o = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
+    o = o.transpose(1, 2).reshape(batch, 1, width)
+    c = hidden[:, :1] + attn.out_proj(o)
+    c = c + layer.mlp(layer.layer_norm2(c))
+    return c[:, 0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ovi_cli import hookimpl
 from ovi_cli.api import Prior, PriorJob, PriorOutput
-from ovi_cli.engine import OviSettings, optimize
+from ovi_cli.engine import OviSettings, auto_dtype, optimize
 
 
 class OviPrior(Prior):
@@ -18,9 +18,11 @@ class OviPrior(Prior):
         s = job.settings
         settings = OviSettings(
             tokens=s.tokens, steps=s.steps, lr=s.lr, weight_decay=s.weight_decay,
-            patience=s.patience, min_delta=s.min_delta,
+            patience=s.patience, min_delta=s.min_delta, compile=bool(getattr(s, "compile", False)),
         )
         enc = job.encoders
+        # `--dtype auto`: OVI's loop may use bf16 autocast on a CPU where that was measured faster
+        dtype = auto_dtype(enc.device, enc.token_width) if getattr(s, "dtype", "auto") == "auto" else enc.dtype
         result = optimize(
             enc.encode_pseudo_tokens,
             job.text.text_embeds,
@@ -29,8 +31,9 @@ class OviPrior(Prior):
             settings=settings,
             constraints=job.constraints,
             device=enc.device,
-            dtype=enc.dtype,
+            dtype=dtype,
             on_progress=job.on_progress,
+            on_warning=self._warn_once,
         )
         final_embeds = result.image_embeds
         reports = [c.report(final_embeds) for c in job.constraints]
@@ -38,6 +41,8 @@ class OviPrior(Prior):
         for b in range(len(job.prompts)):
             records.append({
                 "steps_used": result.steps_used[b],
+                "ovi_dtype": str(dtype).replace("torch.", ""),
+                "compiled": result.compiled,
                 "prior_text_cosine": result.text_cosine[b],
                 "constraint_values": {
                     c.name: {"weight": c.weight, "final": result.constraint_finals[c.name][b],
@@ -47,6 +52,15 @@ class OviPrior(Prior):
                 "history": result.history[b],
             })
         return PriorOutput(final_embeds, records)
+
+    def _warn_once(self, message: str) -> None:
+        """One `ovi: warning:` line per distinct message (e.g. a --compile fallback), not per batch."""
+        from ovi_cli.console import warn
+
+        warned = self.__dict__.setdefault("_warned", set())
+        if message not in warned:
+            warned.add(message)
+            warn(message)
 
 
 class TextEmbPrior(Prior):
