@@ -380,6 +380,8 @@ class Comparison:
                 ref_label = tr.name[len(COSINE_PREFIX):]
                 tr.reference = embeds[ref_label].reshape(1, -1)
             self.reporter.stage(f"prior {ch.label}")
+            if hasattr(self.reporter, "new_batch"):  # the CLI's Rich reporter: fresh bars per prior
+                self.reporter.new_batch(ch.label)
             batch = pipe.embed([prompt], [seed])
             rec = dict(batch.records[0]) if batch.records else {}
             embeds[ch.label] = batch.image_embeds[0]
