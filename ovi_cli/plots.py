@@ -73,6 +73,7 @@ def render_history_png(path: Path | str, runs: Mapping[str, History], title: str
     """Write the figure: a cosine panel and, when a run has constraint terms, a terms panel."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     any_terms = any(term_series(h) for h in runs.values())
     fig = Figure(figsize=(8.0, 6.5 if any_terms else 4.2), dpi=100, layout="constrained")
@@ -96,11 +97,15 @@ def render_history_png(path: Path | str, runs: Mapping[str, History], title: str
     if axes[0].lines:
         axes[0].legend(fontsize="small")
     if any_terms:
+        values = [v for line in axes[1].lines for v in line.get_ydata()]
+        if values and min(values) > 0 and max(values) / min(values) > 100:  # e.g. mahalanobis next to nn
+            axes[1].set_yscale("log")
         axes[1].set_ylabel("constraint term (unweighted)")
         axes[1].grid(alpha=0.3)
         if axes[1].lines:
             axes[1].legend(fontsize="small")
     axes[-1].set_xlabel("OVI step")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         axes[0].set_title(title if len(title) <= 90 else title[:87] + "...", fontsize="medium")
     fig.savefig(path, format="png")

@@ -198,9 +198,16 @@ def test_compare_with_a_store_adds_mahalanobis_and_nn(run_cli, repos, tmp_path):
                 encoder={"source": str(repos["kandinsky"]), "fingerprint": enc.fingerprint()})
     out = tmp_path / "cmp"
     res = run_cli("compare", "a red car", "--priors", "textemb,ovi+mahalanobis,ovi+nn", *_model_args(repos),
-                  "--decoder", "embeds", "--stats", store_dir, "--out", out, "--json")
+                  "--decoder", "embeds", "--stats", store_dir, "--out", out, "--json", "--plot")
     assert res.code == 0, res.stderr
     assert not (out / "grid.png").exists()  # the embeds decoder makes no images
+    # the plot shows each constraint's term, per OVI entry
+    _assert_png(out / "plot.png")
+    hist = _read_csv(out / "history.csv")
+    assert {"mahalanobis", "nn"} <= set(hist[0])
+    assert {h["run"] for h in hist} == {"ovi+mahalanobis", "ovi+nn"}
+    maha_rows = [h for h in hist if h["run"] == "ovi+mahalanobis"]
+    assert all(h["mahalanobis"] and not h["nn"] for h in maha_rows)
     table = json.loads(res.stdout.strip().splitlines()[0])
     assert table["priors"] == ["textemb", "ovi+mahalanobis", "ovi+nn"]
     store = open_store(str(store_dir))
