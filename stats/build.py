@@ -127,7 +127,7 @@ class BuildState:
     def save(self, work: Path) -> None:
         from safetensors.torch import save_file
 
-        m = self.moments
+        m = self.moments.to_numpy()
         tmp = work / f".{STATE}.tmp"
         save_file(
             {"n": torch.tensor(m.n, dtype=torch.int64), "mean": torch.from_numpy(m.mean.copy()),
@@ -274,22 +274,27 @@ def build_stats(
         prefetch_factor=4 if n_workers else None,
         pin_memory=getattr(encoders.device, "type", "cpu") == "cuda",
     )
+    # fold batches into the moments on the encoder's device (float64; MPS has none, so CPU there):
+    # on a GPU this keeps the O(B D^2) update off the host, between two encoder calls
+    dev = torch.device(getattr(encoders, "device", "cpu"))
+    fold_device = dev if dev.type in ("cpu", "cuda") else torch.device("cpu")
+    state.moments = state.moments.to_torch(fold_device)
     run_start = time.perf_counter()
     last_ckpt = time.monotonic()
     encoded_run = 0
     with open(raw_path, "ab") as raw:
         for b, good, pixels, bad in loader:
-            rows = np.zeros((0, dim), np.float32)
             if pixels is not None:
-                rows = encoders.encode_pixels(pixels).cpu().numpy().astype(np.float32, copy=False)
-                finite = np.isfinite(rows).all(axis=1)
-                if not finite.all():
-                    bad = sorted(bad + [(p, "encoder gave non-finite values") for p, ok in zip(good, finite) if not ok])
+                rows = encoders.encode_pixels(pixels).float()
+                finite = torch.isfinite(rows).all(dim=1)
+                if not bool(finite.all()):
+                    flags = finite.cpu().tolist()
+                    bad = sorted(bad + [(p, "encoder gave non-finite values") for p, ok in zip(good, flags) if not ok])
                     rows = rows[finite]
-            if len(rows):
-                state.moments = state.moments.merge(batch_moments(rows))
-                raw.write(rows.astype(np.float16).tobytes())
-                encoded_run += len(rows)
+                if len(rows):
+                    state.moments = state.moments.merge(batch_moments(rows.to(fold_device)))
+                    raw.write(rows.half().cpu().numpy().tobytes())
+                    encoded_run += len(rows)
             state.skipped.extend({"pos": p, "path": files[p], "reason": r} for p, r in bad)
             state.next_batch = b + 1
             if time.monotonic() - last_ckpt >= checkpoint_seconds:
@@ -307,6 +312,7 @@ def build_stats(
         raw.flush()
         os.fsync(raw.fileno())
     state.save(work)
+    state.moments = state.moments.to_numpy()
 
     skipped = [{"path": s["path"], "reason": s["reason"]} for s in state.skipped]
     if state.moments.n < 2:

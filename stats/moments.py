@@ -22,19 +22,24 @@ c = ||d||^2 (uses sum_k (x_k - mu_A) = 0):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class Moments:
-    """Count, mean and central moments (see the module docstring), all float64."""
+    """Count, mean and central moments (see the module docstring), all float64.
+
+    The arrays are numpy arrays, or torch tensors (`to_torch`) so that a builder can fold batches
+    on the encoder's device; every operation below is written to work on both.
+    """
 
     n: int
-    mean: np.ndarray  # [D]
-    m2: np.ndarray  # [D, D]
-    m3: np.ndarray  # [D]
-    q4: float
+    mean: Any  # [D]
+    m2: Any  # [D, D]
+    m3: Any  # [D]
+    q4: Any  # scalar (float, or a 0-d tensor)
 
     @property
     def dim(self) -> int:
@@ -44,44 +49,63 @@ class Moments:
     def empty(cls, dim: int) -> Moments:
         return cls(0, np.zeros(dim), np.zeros((dim, dim)), np.zeros(dim), 0.0)
 
-    def covariance(self) -> np.ndarray:
+    def covariance(self):
         """Plain sample covariance, denominator n - 1 (numpy's `np.cov` default); zeros when n < 2."""
         if self.n < 2:
-            return np.zeros_like(self.m2)
+            return self.m2 * 0.0
         return self.m2 / (self.n - 1)
 
-    def shifted(self, mu: np.ndarray) -> Moments:
+    def shifted(self, mu) -> Moments:
         """The same vectors' moments about `mu` instead of their own mean (mean field unchanged)."""
         d = self.mean - mu
-        c = float(d @ d)
-        tr = float(np.trace(self.m2))
+        c = (d * d).sum()
+        tr = self.m2.diagonal().sum()
         m2d = self.m2 @ d
-        m2 = self.m2 + self.n * np.outer(d, d)
+        m2 = self.m2 + self.n * (d[:, None] * d[None, :])
         m3 = self.m3 + tr * d + 2.0 * m2d + self.n * c * d
-        q4 = self.q4 + 4.0 * float(d @ m2d) + 4.0 * float(d @ self.m3) + 2.0 * c * tr + self.n * c * c
+        q4 = self.q4 + 4.0 * (d * m2d).sum() + 4.0 * (d * self.m3).sum() + 2.0 * c * tr + self.n * c * c
         return Moments(self.n, self.mean, m2, m3, q4)
 
     def merge(self, other: Moments) -> Moments:
         """Moments of the union of both sets of vectors."""
         return merge_moments(self, other)
 
-    def update(self, batch: np.ndarray) -> Moments:
+    def update(self, batch) -> Moments:
         """Moments after adding the rows of `batch` [B, D]."""
         return merge_moments(self, batch_moments(batch))
 
+    def to_numpy(self) -> Moments:
+        def conv(a):
+            return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a, dtype=np.float64)
 
-def batch_moments(x: np.ndarray) -> Moments:
-    """Moments of the rows of `x` [B, D], computed directly (two-pass, float64)."""
-    x = np.asarray(x, dtype=np.float64)
+        return Moments(self.n, conv(self.mean), conv(self.m2), conv(self.m3), float(self.q4))
+
+    def to_torch(self, device) -> Moments:
+        import torch
+
+        def conv(a):
+            return torch.as_tensor(a, dtype=torch.float64).to(device)
+
+        return Moments(self.n, conv(self.mean), conv(self.m2), conv(self.m3), conv(self.q4))
+
+
+def batch_moments(x) -> Moments:
+    """Moments of the rows of `x` [B, D] (numpy array or torch tensor), computed directly in float64."""
+    if hasattr(x, "detach"):
+        import torch
+
+        x = x.detach().to(torch.float64)
+    else:
+        x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
-        raise ValueError(f"expected a [B, D] array, got shape {x.shape}")
+        raise ValueError(f"expected a [B, D] array, got shape {tuple(x.shape)}")
     n, dim = x.shape
     if n == 0:
         return Moments.empty(dim)
-    mean = x.mean(axis=0)
+    mean = x.mean(0)
     y = x - mean
-    sq = np.einsum("ij,ij->i", y, y)
-    return Moments(int(n), mean, y.T @ y, sq @ y, float(sq @ sq))
+    sq = (y * y).sum(1)
+    return Moments(int(n), mean, y.T @ y, sq @ y, (sq * sq).sum())
 
 
 def merge_moments(a: Moments, b: Moments) -> Moments:

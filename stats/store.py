@@ -341,6 +341,7 @@ def finalize_store(
     """Complete a store in `tmp` (which already holds embeddings.npy) and rename it to `final`."""
     from safetensors.torch import save_file
 
+    moments = moments.to_numpy()
     if moments.n < 2:
         raise OviError(f"a statistics store needs at least 2 embeddings, got {moments.n}")
     if len(files) != moments.n:

@@ -147,3 +147,20 @@ def test_well_conditioned_inverts_even_when_singular():
 def test_zero_variance_is_refused():
     with pytest.raises(ValueError, match="zero variance"):
         well_conditioned(batch_moments(np.ones((5, 3))))
+
+
+def test_torch_fold_equals_numpy_fold():
+    """The builder folds on the encoder's device with torch; same formulas, same numbers."""
+    x = _data(n=100, seed=6)
+    mn = moments_of(x, chunk=13)
+    mt = Moments.empty(x.shape[1]).to_torch("cpu")
+    for i in range(0, 100, 13):
+        mt = mt.merge(batch_moments(torch.tensor(x[i : i + 13], dtype=torch.float32).double()))
+    assert isinstance(mt.m2, torch.Tensor) and mt.m2.dtype == torch.float64
+    mt = mt.to_numpy()
+    assert mt.n == mn.n
+    for a, b in ((mt.mean, mn.mean), (mt.m2, mn.m2), (mt.m3, mn.m3)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-9)
+    assert mt.q4 == pytest.approx(mn.q4, rel=1e-12)
+    back = mn.to_torch("cpu").to_numpy()
+    np.testing.assert_array_equal(back.m2, mn.m2)
