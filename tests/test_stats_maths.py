@@ -155,7 +155,7 @@ def test_torch_fold_equals_numpy_fold():
     mn = moments_of(x, chunk=13)
     mt = Moments.empty(x.shape[1]).to_torch("cpu")
     for i in range(0, 100, 13):
-        mt = mt.merge(batch_moments(torch.tensor(x[i : i + 13], dtype=torch.float32).double()))
+        mt = mt.merge(batch_moments(torch.tensor(x[i : i + 13])))
     assert isinstance(mt.m2, torch.Tensor) and mt.m2.dtype == torch.float64
     mt = mt.to_numpy()
     assert mt.n == mn.n
