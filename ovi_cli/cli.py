@@ -273,6 +273,8 @@ def main(argv: list[str] | None = None) -> Any:
         error_line(exc.format_message())
         sys.exit(exc.exit_code)
     if isinstance(rv, int) and rv != 0:
+        if rv == 130:  # Typer turns Ctrl-C into Exit(130) before our except clause sees it
+            error_line("interrupted; files of unfinished results were not written")
         sys.exit(rv)
     return rv
 
