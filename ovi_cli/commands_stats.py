@@ -150,11 +150,10 @@ def add_commands(app: typer.Typer) -> None:
                     on_progress=on_progress,
                 )
         except KeyboardInterrupt:
-            from ovi_cli.console import error_line
-
-            error_line("interrupted: no store was written; rerun the same command with --resume to continue "
-                       "from the last checkpoint")
-            raise typer.Exit(130) from None
+            err = OviError("interrupted: no store was written; rerun the same command with --resume to continue "
+                           "from the last checkpoint")
+            err.exit_code = 130  # the usual exit status after Ctrl-C
+            raise err from None
         if result.resumed_from and not quiet:
             err_console.print(f"resumed after {result.resumed_from} files already done", markup=False)
         _print_summary(result.store, result.skipped, result.seconds, json_out, quiet)
