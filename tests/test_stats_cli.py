@@ -126,3 +126,51 @@ def test_gen_refuses_a_store_of_another_encoder(run_cli, tiny_gen_args, images, 
     res = run_cli("gen", "a red cube", *tiny_gen_args, "--decoder", "embeds", "-c", "mahalanobis:0.01",
                   "--stats", tmp_path / "s", "--out", tmp_path / "o.png")
     _one_error_line(res, str(other), str(encoder_repo))
+
+
+@pytest.mark.slow
+def test_real_ctrl_c_then_resume_equals_uninterrupted(encoder_repo, tmp_path):
+    """SIGINT to the whole process group (as a terminal does), workers included, then --resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(400):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(src / f"{i:04d}.png")
+    ovi = [sys.executable, "-c", "from ovi_cli.cli import main; main()"]
+    args = ["build-stats", str(src), "--encoder-model", str(encoder_repo), "--batch-size", "4", "--workers", "1",
+            "--checkpoint-every", "0"]
+    env = {**os.environ, "OVI_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([*ovi, *args, "--out", str(tmp_path / "s")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    state = tmp_path / ".s.partial" / "state.safetensors"
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert [ln for ln in err.decode().splitlines() if ln.strip()] == [
+        "ovi: error: interrupted: no store was written; rerun the same command with --resume to continue from "
+        "the last checkpoint"]
+    assert not (tmp_path / "s").exists()
+    for out, extra in ((tmp_path / "s", ["--resume"]), (tmp_path / "whole", [])):
+        done = subprocess.run([*ovi, *args, "--out", str(out), "-q", *extra], env=env, capture_output=True)
+        assert done.returncode == 0, done.stderr.decode()
+    a, b = (load_file(str(Path(p) / "moments.safetensors")) for p in (tmp_path / "s", tmp_path / "whole"))
+    assert all(torch_equal(a[k], b[k]) for k in a)
+    assert np.array_equal(np.load(tmp_path / "s" / "embeddings.npy"), np.load(tmp_path / "whole" / "embeddings.npy"))
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return bool(torch.equal(x, y))
