@@ -210,11 +210,7 @@ def test_from_embeddings_equals_write_store(tmp_path):
 
 
 def test_store_built_with_one_encoder_is_refused_by_another(many, encoders, tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    import tiny_models
+    import tiny_models  # on sys.path through conftest
     from ovi_stats.store import open_store_for
 
     from ovi_cli.encoders import Encoders
