@@ -84,16 +84,23 @@ def add_commands(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed.")] = 0,
         tiny: Annotated[bool, typer.Option("--tiny", help="Seconds-long smoke run (barely trained models).")] = False,
         threads: Annotated[int, typer.Option(help="CPU threads (1 = bit-reproducible on one machine).")] = 1,
+        reuse_clip: Annotated[bool, typer.Option(
+            "--reuse-clip", help="Keep the CLIP towers already in --out (same config) and retrain the rest.")] = False,
     ) -> None:
         """Train the toy CLIP, decoder and prior on CPU (about 15 minutes) and write them in the hub layouts."""
         from dataclasses import replace
 
         from ovi_cli.toy.train import TrainConfig, train_all
 
-        if out.exists() and any(out.iterdir()):
+        if reuse_clip and not (out / "train.json").is_file():
+            raise OviError(f"--reuse-clip: {str(out)!r} holds no earlier training run (train.json)")
+        if not reuse_clip and out.exists() and any(out.iterdir()):
             raise OviError(f"--out {str(out)!r} exists and is not empty")
         cfg = replace(TrainConfig.tiny() if tiny else TrainConfig(), seed=seed, threads=threads)
-        train_all(out, cfg, log=typer.echo)
+        try:
+            train_all(out, cfg, log=typer.echo, reuse_clip=reuse_clip)
+        except ValueError as exc:
+            raise OviError(str(exc)) from exc
 
     toy.command("eval")(eval_toy_command)
     evaluate.command("toy")(eval_toy_command)

@@ -70,6 +70,7 @@ class Scene:
     caption: str = ""
     split: str = "train"
     objects: list[tuple[str, str]] = field(default_factory=list)  # (colour, shape), left to right
+    noise_std: float = 3.0  # pixel noise of the background and shapes
 
     def to_json(self) -> dict:
         return {"caption": self.caption, "split": self.split,
@@ -99,7 +100,7 @@ def render(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
     """Draw a scene: tinted grey background with a vertical gradient and mild noise, then shapes."""
     rows = np.linspace(0.0, 1.0, size, dtype=np.float32)[:, None, None]
     bg = np.asarray(scene.background, np.float32)[None, None, :] + rows * np.asarray(scene.gradient, np.float32)
-    noise = np.random.default_rng(scene.noise_seed).normal(0.0, 3.0, (size, size, 3)).astype(np.float32)
+    noise = np.random.default_rng(scene.noise_seed).normal(0.0, scene.noise_std, (size, size, 3)).astype(np.float32)
     arr = np.clip(np.broadcast_to(bg, (size, size, 3)) + noise, 0, 255).astype(np.uint8)
     img = Image.fromarray(arr, "RGB")
     draw = ImageDraw.Draw(img)
@@ -306,3 +307,24 @@ def scene_for_objects(objects: list[tuple[str, str]], rng: np.random.Generator, 
             shapes.append(Shape(colour, shape, cx, cy, r))
     caption = " and ".join(f"a {c} {s}" for c, s in objects)
     return Scene(shapes, bg, grad, noise_seed, caption, "heldout", list(objects))
+
+
+CANONICAL_BACKGROUND = (200, 200, 200)
+
+
+def canonical_scene(objects: list[tuple[str, str]], size: int = IMAGE_SIZE) -> Scene:
+    """The decoder's target layout for `objects`: one shape centred, two side by side, plain grey.
+
+    The toy CLIP's 64-d embedding says well *what* is shown but only roughly *where* and how big;
+    a decoder trained with a pixel loss to reproduce the exact images averages those over into
+    blur, so the toy decoder is trained to draw this canonical layout instead (docs/toy.md).
+    """
+    shapes = []
+    if len(objects) == 1:
+        shapes.append(Shape(objects[0][0], objects[0][1], size / 2, size / 2, 14.0))
+    else:
+        half = size / len(objects)
+        for k, (colour, shape) in enumerate(objects):
+            shapes.append(Shape(colour, shape, half * (k + 0.5), size / 2, 11.0))
+    caption = " and ".join(f"a {c} {s}" for c, s in objects)
+    return Scene(shapes, CANONICAL_BACKGROUND, (0.0, 0.0, 0.0), 0, caption, "canonical", list(objects), 0.0)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ovi_cli.toy.dataset import COLOURS, IMAGE_SIZE, SHAPES, make_arrays
+from ovi_cli.toy.dataset import COLOURS, IMAGE_SIZE, SHAPES, canonical_scene, make_arrays, render
 from ovi_cli.toy.nets import DECODER_FORMAT, PRIOR_FORMAT, ToyDecoderNet, ToyPriorNet, save_net
 from ovi_cli.toy.tokenizer import MAX_LENGTH, write_tokenizer
 
@@ -128,34 +128,8 @@ def encode_in_batches(fn: Callable[[Tensor], Tensor], x: Tensor, batch: int = 25
     return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)]) if len(x) else x
 
 
-def train_all(out: Path, cfg: TrainConfig | None = None, log: Log = print) -> dict[str, Any]:
-    """Train everything and write it under `out` (see the module docstring). Returns the report."""
-    from transformers import CLIPTokenizer
-
-    cfg = cfg or TrainConfig()
-    out = Path(out)
-    torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True)
-    report: dict[str, Any] = {"config": asdict(cfg), "timings_s": {}, "losses": {}, "checks": {}}
-    t_all = time.perf_counter()
-
-    # ---- data ----------------------------------------------------------------------------
-    t = time.perf_counter()
-    images, scenes = make_arrays(cfg.n_train, "train", cfg.seed)
-    held_images, held_scenes = make_arrays(cfg.n_heldout, "heldout", cfg.seed)
-    pixels = pixels_from_uint8(images)
-    captions = [s.caption for s in scenes]
-    uniq = sorted(set(captions))
-    group = torch.tensor([uniq.index(c) for c in captions])
-    write_tokenizer(out / "prior" / "tokenizer")
-    tok = CLIPTokenizer.from_pretrained(out / "prior" / "tokenizer")
-    enc = tok(uniq, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt")
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    report["data"] = {"train_images": len(scenes), "heldout_images": len(held_scenes), "unique_captions": len(uniq)}
-    report["timings_s"]["data"] = time.perf_counter() - t
-    log(f"data: {len(scenes)} train images, {len(uniq)} distinct captions ({report['timings_s']['data']:.1f}s)")
-
-    # ---- (a) tiny CLIP, contrastive ------------------------------------------------------------
+def _train_clip(out: Path, cfg: TrainConfig, tok, pixels: Tensor, group: Tensor, ids: Tensor, mask: Tensor,
+                report: dict[str, Any], log: Log):
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)
     text_model, vision_model = _build_clip(cfg, len(tok))
@@ -191,6 +165,57 @@ def train_all(out: Path, cfg: TrainConfig | None = None, log: Log = print) -> di
     (out / "prior" / "image_processor" / "preprocessor_config.json").write_text(
         json.dumps(processor_config(), indent=2) + "\n")
 
+    return text_model, vision_model
+
+
+def train_all(out: Path, cfg: TrainConfig | None = None, log: Log = print, reuse_clip: bool = False) -> dict[str, Any]:
+    """Train everything and write it under `out` (see the module docstring). Returns the report.
+
+    `reuse_clip`: load the CLIP towers already in `out/prior` (from an earlier run with the same
+    config) instead of training them again; every stage seeds its own generators, so the decoder,
+    prior and stats come out exactly as in a full run.
+    """
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
+
+    cfg = cfg or TrainConfig()
+    out = Path(out)
+    torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True)
+    report: dict[str, Any] = {"config": asdict(cfg), "timings_s": {}, "losses": {}, "checks": {}}
+    if reuse_clip:
+        old = json.loads((out / "train.json").read_text())
+        if old.get("config") != asdict(cfg):
+            raise ValueError("--reuse-clip needs the same training config as the run that made the CLIP")
+        report["timings_s"]["clip"] = old["timings_s"]["clip"]
+        report["losses"]["clip_final"] = old["losses"]["clip_final"]
+    t_all = time.perf_counter()
+
+    # ---- data ----------------------------------------------------------------------------
+    t = time.perf_counter()
+    images, scenes = make_arrays(cfg.n_train, "train", cfg.seed)
+    held_images, held_scenes = make_arrays(cfg.n_heldout, "heldout", cfg.seed)
+    pixels = pixels_from_uint8(images)
+    captions = [s.caption for s in scenes]
+    uniq = sorted(set(captions))
+    group = torch.tensor([uniq.index(c) for c in captions])
+    if not reuse_clip:
+        write_tokenizer(out / "prior" / "tokenizer")
+    tok = CLIPTokenizer.from_pretrained(out / "prior" / "tokenizer")
+    enc = tok(uniq, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    report["data"] = {"train_images": len(scenes), "heldout_images": len(held_scenes), "unique_captions": len(uniq)}
+    report["timings_s"]["data"] = time.perf_counter() - t
+    log(f"data: {len(scenes)} train images, {len(uniq)} distinct captions ({report['timings_s']['data']:.1f}s)")
+
+    # ---- (a) tiny CLIP, contrastive ------------------------------------------------------------
+    if reuse_clip:
+        text_model = CLIPTextModelWithProjection.from_pretrained(out / "prior" / "text_encoder").eval()
+        vision_model = CLIPVisionModelWithProjection.from_pretrained(out / "prior" / "image_encoder").eval()
+        text_model.requires_grad_(False)
+        vision_model.requires_grad_(False)
+    else:
+        text_model, vision_model = _train_clip(out, cfg, tok, pixels, group, ids, mask, report, log)
+
     img_emb = encode_in_batches(lambda x: vision_model(pixel_values=x).image_embeds, pixels)
     text_out = text_model(input_ids=ids, attention_mask=mask)
     report["checks"]["clip_zero_shot_heldout_single"] = _zero_shot(
@@ -200,7 +225,8 @@ def train_all(out: Path, cfg: TrainConfig | None = None, log: Log = print) -> di
     t = time.perf_counter()
     torch.manual_seed(cfg.seed + 1)
     dec = ToyDecoderNet(cfg.embed_dim, cfg.decoder_base, IMAGE_SIZE)
-    target = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    canonical = np.stack([np.asarray(render(canonical_scene(sc.objects))) for sc in scenes])
+    target = torch.from_numpy(canonical).permute(0, 3, 1, 2).float() / 255.0
     opt = torch.optim.AdamW(dec.parameters(), lr=cfg.decoder_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     losses = []
@@ -256,7 +282,8 @@ def train_all(out: Path, cfg: TrainConfig | None = None, log: Log = print) -> di
     t = time.perf_counter()
     report["stats"] = write_toy_stats(out, img_emb[: cfg.stats_images].numpy(), cfg.stats_images)
     report["timings_s"]["stats"] = time.perf_counter() - t
-    report["timings_s"]["total"] = time.perf_counter() - t_all
+    report["timings_s"]["total"] = time.perf_counter() - t_all + (report["timings_s"]["clip"] if reuse_clip else 0.0)
+    report["reused_clip"] = reuse_clip
     (out / "train.json").write_text(json.dumps(report, indent=2) + "\n")
     log(f"done in {report['timings_s']['total']:.0f}s -> {out}")
     return report

@@ -1,0 +1,189 @@
+"""The offline toy world (issue 7): dataset, oracle, tokenizer, shipped models, `--model toy`, `ovi eval toy`."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ovi_cli.toy import dataset as D
+from ovi_cli.toy import oracle as O
+from ovi_cli.toy.preset import MODELS_DIR, toy_paths
+
+SHIPPED = toy_paths()
+
+
+# ---- 1. dataset --------------------------------------------------------------------------
+def test_dataset_is_deterministic_and_captions_match_objects():
+    a, sa = D.make_arrays(40, "train", seed=3)
+    b, sb = D.make_arrays(40, "train", seed=3)
+    assert a.shape == (40, 64, 64, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and [s.caption for s in sa] == [s.caption for s in sb]
+    for s in sa:
+        assert D.parse_prompt(s.caption) == s.objects
+        assert len({c for c, _ in s.objects}) == len(s.objects)  # two objects: different colours
+
+
+def test_heldout_pairs_never_in_training_and_always_in_heldout():
+    train = list(D.iter_scenes(3000, "train", seed=0))
+    held = list(D.iter_scenes(300, "heldout", seed=0))
+    seen = {o for s in train for o in s.objects}
+    assert not seen & D.HELD_OUT_PAIRS
+    # every colour and every shape is still seen in training, in other pairs
+    assert {c for c, _ in seen} == set(D.COLOURS) and {s for _, s in seen} == set(D.SHAPES)
+    assert all(set(s.objects) & D.HELD_OUT_PAIRS for s in held)
+    captions = {s.caption for s in train}
+    assert any(" and " in c for c in captions) and any(" on the " in c for c in captions)
+    assert any(c.startswith("a small ") for c in captions)
+    for p in D.heldout_prompts(24):
+        assert p not in captions and set(D.parse_prompt(p)) & D.HELD_OUT_PAIRS
+
+
+def test_shapes_use_plain_rgb_colours():
+    for (colour, shape) in [("purple", "square"), ("orange", "circle"), ("green", "star")]:
+        scene = D.Scene([D.Shape(colour, shape, 32, 32, 15)], (200, 200, 200), (0, 0, 0), 0)
+        assert tuple(np.asarray(D.render(scene))[32, 32]) == D.COLOURS[colour]
+
+
+def test_toy_dataset_command_writes_split_folders(run_cli, tmp_path):
+    out = tmp_path / "shapes"
+    res = run_cli("toy", "dataset", out, "--n", "12", "--heldout", "4")
+    assert res.code == 0, res.stderr
+    assert len(list((out / "train").glob("*.png"))) == 12 and len(list((out / "heldout").glob("*.png"))) == 4
+    meta = [json.loads(ln) for ln in (out / "metadata.jsonl").read_text().splitlines()]
+    assert len(meta) == 16 and {m["split"] for m in meta} == {"train", "heldout"}
+    assert Image.open(out / meta[0]["file"]).size == (64, 64)
+    res = run_cli("toy", "dataset", out, "--n", "3")
+    assert res.code == 2 and res.stderr.count("\n") == 1 and "not empty" in res.stderr
+
+
+# ---- 2. oracle --------------------------------------------------------------------------------
+def test_oracle_accuracy_on_dataset_images_is_at_least_95_percent():
+    for split in ("train", "heldout"):
+        arr, scenes = D.make_arrays(200, split, seed=7)
+        acc = O.dataset_accuracy(arr, [s.objects for s in scenes])
+        assert acc >= 0.95, (split, acc)
+
+
+def test_oracle_rejects_wrong_colour_and_wrong_binding():
+    scene = D.scene_for_objects([("red", "star"), ("blue", "square")], np.random.default_rng(0))
+    img = D.render(scene)
+    assert O.judge(img, [("red", "star"), ("blue", "square")]).exact
+    swapped = O.judge(img, [("blue", "star"), ("red", "square")])
+    assert swapped.object_accuracy == 0.0 and swapped.colour_accuracy == 1.0
+    blank = Image.new("RGB", (64, 64), (128, 128, 128))
+    assert O.detect(blank) == [] and O.judge(blank, [("red", "star")]).object_accuracy == 0.0
+
+
+# ---- 3. metrics -----------------------------------------------------------------------------
+def test_frechet_distance_exact_values():
+    from ovi_cli.toy.eval import fid_of, frechet_distance
+
+    mu1, mu2 = np.array([0.0, 0.0]), np.array([3.0, 4.0])
+    c1, c2 = np.diag([4.0, 1.0]), np.diag([1.0, 9.0])
+    # ||mu1-mu2||^2 + sum (a + b - 2 sqrt(ab)) = 25 + (4 + 1 - 4) + (1 + 9 - 6)
+    assert frechet_distance(mu1, c1, mu2, c2) == pytest.approx(30.0)
+    assert frechet_distance(mu1, c1, mu1, c1) == pytest.approx(0.0, abs=1e-9)
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    assert fid_of(x, x) == pytest.approx(0.0, abs=1e-8)
+    assert fid_of(x + 1.0, x) == pytest.approx(3.0, abs=1e-8)
+
+
+# ---- 4. tokenizer and training -----------------------------------------------------------------
+def test_word_level_tokenizer_loads_as_clip_tokenizer(tmp_path):
+    from transformers import CLIPTokenizer
+
+    from ovi_cli.toy.tokenizer import toy_words, write_tokenizer
+
+    tok = CLIPTokenizer.from_pretrained(write_tokenizer(tmp_path / "tok"))
+    for w in toy_words():
+        assert len(tok(w)["input_ids"]) == 3, w  # <start> word <end>
+    assert len(tok("a small yellow star on the left")["input_ids"]) == 9
+
+
+def test_tiny_training_run_is_deterministic_and_loads_in_hub_layouts(run_cli, tmp_path):
+    from ovi_cli.encoders import Encoders
+
+    for name in ("a", "b"):
+        res = run_cli("toy", "train", "--tiny", "--out", tmp_path / name)
+        assert res.code == 0, res.stderr
+    for rel in ("prior/image_encoder/model.safetensors", "prior/text_encoder/model.safetensors",
+                "decoder/model.safetensors", "toy_prior/model.safetensors"):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    enc = Encoders.load(str(tmp_path / "a" / "prior"))
+    assert enc.encode_text(["a red circle"]).text_embeds.shape == (1, 16)
+    assert json.loads((tmp_path / "a" / "train.json").read_text())["stats"]["count"] == 256
+
+
+# ---- 5. shipped models, --model toy -------------------------------------------------------------
+def test_shipped_models_are_small_and_in_the_hub_layouts():
+    from ovi_cli.encoders import ENCODER_SUBFOLDERS, Encoders
+
+    total = sum(p.stat().st_size for p in MODELS_DIR.rglob("*") if p.is_file())
+    assert total <= 30 * 1024 * 1024, total
+    assert all((SHIPPED["encoder"] / s).is_dir() for s in ENCODER_SUBFOLDERS)
+    enc = Encoders.load(str(SHIPPED["encoder"]))
+    assert enc.image_size == 64 and enc.embed_dim == 64
+    report = json.loads((MODELS_DIR / "train.json").read_text())
+    assert report["timings_s"]["total"] < 30 * 60
+
+
+def test_shipped_clip_matches_captions_to_images():
+    """The trained toy CLIP ranks the right caption first for most training-distribution images."""
+    from ovi_cli.encoders import Encoders
+
+    enc = Encoders.load(str(SHIPPED["encoder"]))
+    prompts = [f"a {c} {s}" for c in D.COLOURS for s in D.SHAPES if (c, s) not in D.HELD_OUT_PAIRS]
+    rng = np.random.default_rng(5)
+    truth = [prompts[i % len(prompts)] for i in range(40)]
+    images = [D.render(D.scene_for_objects(D.parse_prompt(p), rng)) for p in truth]
+    img = torch.nn.functional.normalize(enc.encode_images(images), dim=-1)
+    txt = torch.nn.functional.normalize(enc.encode_text(prompts).text_embeds, dim=-1)
+    pred = [prompts[i] for i in (img @ txt.T).argmax(1).tolist()]
+    assert np.mean([p == t for p, t in zip(pred, truth)]) >= 0.8
+
+
+def test_gen_model_toy_makes_a_red_circle(run_cli, tmp_path):
+    out = tmp_path / "red.png"
+    res = run_cli("gen", "a red circle", "--model", "toy", "--out", out, "--quiet", "--device", "cpu")
+    assert res.code == 0, res.stderr
+    img = Image.open(out)
+    assert img.size == (64, 64)
+    assert O.judge(img, [("red", "circle")]).object_accuracy == 1.0
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["decoder"] == "toy" and sidecar["models"]["encoder"]["source"].endswith("prior")
+
+
+def test_gen_model_toy_keeps_explicit_flags_and_rejects_unknown_models(run_cli, tmp_path):
+    out = tmp_path / "x.png"
+    res = run_cli("gen", "a blue square", "--model", "toy", "--height", "32", "--width", "48", "--steps", "5",
+                  "--out", out, "--quiet", "--device", "cpu")
+    assert res.code == 0, res.stderr
+    assert Image.open(out).size == (48, 32)
+    res = run_cli("gen", "a blue square", "--model", "nope", "--out", out, "--quiet")
+    assert res.code == 2 and "unknown --model 'nope'" in res.stderr and res.stderr.count("\n") == 1
+
+
+# ---- 6. reduced `ovi eval toy` (CI) -------------------------------------------------------------
+def test_reduced_eval_toy_prints_and_saves_the_table(run_cli, tmp_path):
+    from ovi_cli.toy.eval import COLUMNS, default_methods
+
+    out = tmp_path / "eval"
+    res = run_cli("eval", "toy", "--prompts", "4", "--steps", "10", "--reference", "40", "--out", out, "--quiet")
+    assert res.code == 0, res.stderr
+    rows = list(csv.DictReader((out / "toy_eval.csv").open()))
+    labels = ["real (rendered)"] + [m.label for m in default_methods()]
+    assert [r["method"] for r in rows] == labels
+    assert list(rows[0]) == list(COLUMNS)
+    assert float(rows[0]["oracle_object_acc"]) == 1.0  # the oracle on real images of the prompts
+    for r in rows:
+        assert 0.0 <= float(r["oracle_object_acc"]) <= 1.0 and np.isfinite(float(r["fid"]))
+    for label in labels:
+        assert label in res.stdout
+    assert Image.open(out / "toy_eval_grid.png").size[1] > 64 * len(labels)
+    info = json.loads((out / "toy_eval.json").read_text())
+    assert len(info["prompts"]) == 4 and info["steps"] == 10
