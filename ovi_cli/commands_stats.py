@@ -60,7 +60,7 @@ def add_commands(app: typer.Typer) -> None:
     def build_stats(
         paths: Annotated[list[Path] | None, typer.Argument(
             help="A folder of images (searched recursively), or with --from-embeddings the .npy/.safetensors "
-            "embedding files.", show_default=False)] = None,
+            "embedding files.", show_default=False, metavar="DIR|FILES")] = None,
         encoder_model: Annotated[str, typer.Option(
             envvar="OVI_ENCODER_MODEL",
             help="Hub id or local folder in the kandinsky-2-2-prior layout (CLIP towers).")] = DEFAULT_ENCODER_MODEL,
