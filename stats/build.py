@@ -282,36 +282,46 @@ def build_stats(
     run_start = time.perf_counter()
     last_ckpt = time.monotonic()
     encoded_run = 0
-    with open(raw_path, "ab") as raw:
-        for b, good, pixels, bad in loader:
-            if pixels is not None:
-                rows = encoders.encode_pixels(pixels).float()
-                finite = torch.isfinite(rows).all(dim=1)
-                if not bool(finite.all()):
-                    flags = finite.cpu().tolist()
-                    bad = sorted(bad + [(p, "encoder gave non-finite values") for p, ok in zip(good, flags) if not ok])
-                    rows = rows[finite]
-                if len(rows):
-                    state.moments = state.moments.merge(batch_moments(rows.to(fold_device)))
-                    raw.write(rows.half().cpu().numpy().tobytes())
-                    encoded_run += len(rows)
-            state.skipped.extend({"pos": p, "path": files[p], "reason": r} for p, r in bad)
-            state.next_batch = b + 1
-            if time.monotonic() - last_ckpt >= checkpoint_seconds:
-                raw.flush()
-                os.fsync(raw.fileno())
-                state.save(work)
-                last_ckpt = time.monotonic()
-            if on_progress is not None:
-                done = min(state.next_batch * batch_size, len(files))
-                elapsed = max(time.perf_counter() - run_start, 1e-9)
-                on_progress(BuildProgress(done, len(files), state.moments.n, len(state.skipped),
-                                          (done - resumed_from) / elapsed))
-            if on_batch is not None:
-                on_batch(b)
-        raw.flush()
-        os.fsync(raw.fileno())
-    state.save(work)
+    try:
+        with open(raw_path, "ab") as raw:
+            for b, good, pixels, bad in loader:
+                if pixels is not None:
+                    rows = encoders.encode_pixels(pixels).float()
+                    finite = torch.isfinite(rows).all(dim=1)
+                    if not bool(finite.all()):
+                        flags = finite.cpu().tolist()
+                        bad = sorted(bad + [(p, "encoder gave non-finite values")
+                                            for p, ok in zip(good, flags) if not ok])
+                        rows = rows[finite]
+                    if len(rows):
+                        state.moments = state.moments.merge(batch_moments(rows.to(fold_device)))
+                        raw.write(rows.half().cpu().numpy().tobytes())
+                        encoded_run += len(rows)
+                state.skipped.extend({"pos": p, "path": files[p], "reason": r} for p, r in bad)
+                state.next_batch = b + 1
+                if time.monotonic() - last_ckpt >= checkpoint_seconds:
+                    raw.flush()
+                    os.fsync(raw.fileno())
+                    state.save(work)
+                    last_ckpt = time.monotonic()
+                if on_progress is not None:
+                    done = min(state.next_batch * batch_size, len(files))
+                    elapsed = max(time.perf_counter() - run_start, 1e-9)
+                    on_progress(BuildProgress(done, len(files), state.moments.n, len(state.skipped),
+                                              (done - resumed_from) / elapsed))
+                if on_batch is not None:
+                    on_batch(b)
+            raw.flush()
+            os.fsync(raw.fileno())
+        state.save(work)
+    except OSError as exc:  # disk full, folder removed, ...: say so in one line; the checkpoint stays
+        raise OviError(f"cannot write the build in {str(work)!r}: {exc.strerror or exc}; fix that and rerun "
+                       "with --resume") from exc
+    except RuntimeError as exc:
+        if "DataLoader worker" not in str(exc):
+            raise
+        raise OviError(f"a decoding worker died ({str(exc).splitlines()[0]}); rerun with --resume, and with "
+                       "--workers 0 to see which file") from exc
     state.moments = state.moments.to_numpy()
 
     skipped = [{"path": s["path"], "reason": s["reason"]} for s in state.skipped]

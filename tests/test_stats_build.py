@@ -223,3 +223,17 @@ def test_store_built_with_one_encoder_is_refused_by_another(many, encoders, tmp_
     msg = str(info.value)
     assert encoders.fingerprint() in msg and other.fingerprint() in msg and str(tmp_path / "other") in msg
     assert open_store(tmp_path / "s").count == 7
+
+
+def test_write_failure_is_one_line_and_resumable(many, encoders, tmp_path):
+    def disk_full(b):
+        if b == 2:
+            raise OSError(28, "No space left on device")
+
+    out = tmp_path / "s"
+    with pytest.raises(OviError) as info:
+        build_stats(many, out, encoders, batch_size=4, workers=0, checkpoint_seconds=0, on_batch=disk_full)
+    assert "No space left on device" in str(info.value) and "--resume" in str(info.value)
+    assert not out.exists()
+    res = build_stats(many, out, encoders, batch_size=4, workers=0, resume=True)
+    assert res.resumed_from == 12 and res.store.count == 23
