@@ -65,6 +65,7 @@ class OviResult:
     constraint_finals: dict[str, list[float]] = field(default_factory=dict)  # unweighted terms
     seconds: float = 0.0
     compiled: bool = False  # True when the loop ran under torch.compile
+    tokens: Tensor | None = None  # [B, P, token_width] float32 on CPU: the final pseudo-tokens
 
 
 EmbedFn = Callable[[Tensor], Tensor]
@@ -276,6 +277,7 @@ def optimize(
         constraint_finals=constraint_finals,
         seconds=time.perf_counter() - start,
         compiled=compiled,
+        tokens=final_tokens,
     )
 
 
