@@ -187,3 +187,12 @@ def test_reduced_eval_toy_prints_and_saves_the_table(run_cli, tmp_path):
     assert Image.open(out / "toy_eval_grid.png").size[1] > 64 * len(labels)
     info = json.loads((out / "toy_eval.json").read_text())
     assert len(info["prompts"]) == 4 and info["steps"] == 10
+
+
+def test_toy_eval_alias_and_one_line_errors(run_cli, tmp_path):
+    res = run_cli("toy", "eval", "--help")
+    assert res.code == 0 and "--prompts" in res.stdout
+    res = run_cli("eval", "toy", "--prompts", "1", "--out", tmp_path / "e")
+    assert res.code == 2 and res.stderr.count("\n") == 1 and "--prompts" in res.stderr
+    res = run_cli("toy", "train", "--reuse-clip", "--out", tmp_path / "none")
+    assert res.code == 2 and res.stderr.count("\n") == 1 and "--reuse-clip" in res.stderr

@@ -34,6 +34,11 @@ def apply_model(settings: GenSettings, model: str | None, explicit: set[str] = f
     if not (MODELS_DIR / "prior").is_dir():
         raise OviError(f"the toy models are missing from this install ({MODELS_DIR}); "
                        "train them with `ovi toy train --out DIR` and pass --encoder-model DIR/prior ...")
+    # The toy models are so small that extra threads only add overhead; on a busy machine
+    # (more runnable threads than cores) a multi-threaded run was measured 9x slower.
+    import torch
+
+    torch.set_num_threads(1)
     values = {k: v for k, v in toy_overrides().items() if k not in explicit}
     if "prior_model" not in explicit and settings.prior == "toy-prior" and settings.prior_model is None:
         values["prior_model"] = str(toy_paths()["prior"])
