@@ -302,7 +302,9 @@ def write_toy_stats(out: Path, embeddings: np.ndarray, n: int) -> dict[str, Any]
     store = write_store(out / "stats", embeddings.astype(np.float32), files,
                         encoder={"source": "toy", "fingerprint": encoders.fingerprint()},
                         source_dir=None, index="flat")
-    return store.describe()
+    desc = dict(store.describe())
+    desc["path"] = "stats"  # relative to the models folder, which moves (e.g. into the package)
+    return desc
 
 
 @torch.no_grad()
