@@ -196,3 +196,33 @@ def test_toy_eval_alias_and_one_line_errors(run_cli, tmp_path):
     assert res.code == 2 and res.stderr.count("\n") == 1 and "--prompts" in res.stderr
     res = run_cli("toy", "train", "--reuse-clip", "--out", tmp_path / "none")
     assert res.code == 2 and res.stderr.count("\n") == 1 and "--reuse-clip" in res.stderr
+
+
+def test_bpe_merges_make_words_single_symbols_exact():
+    from ovi_cli.toy.tokenizer import learn_word_merges
+
+    # counts tie at 1 each round: the lexicographically smallest pair wins
+    assert learn_word_merges(["ab", "abb"]) == [("a", "b"), ("a", "b</w>"), ("ab", "b</w>")]
+
+
+def test_contrastive_loss_exact_values():
+    import math
+
+    from ovi_cli.toy.train import contrastive_loss
+
+    a = torch.eye(2)
+    one = torch.tensor(1.0)
+    # distinct captions: CE of logits [1, 0] -> log(1 + e^-1)
+    assert float(contrastive_loss(a, a, one, torch.tensor([0, 1]))) == pytest.approx(math.log(1 + math.exp(-1)))
+    # same caption: both columns are positives (target 1/2, 1/2) -> log(1 + e) - 1/2
+    assert float(contrastive_loss(a, a, one, torch.tensor([0, 0]))) == pytest.approx(math.log(1 + math.e) - 0.5)
+
+
+def test_parse_prompt_and_canonical_layout():
+    assert D.parse_prompt("a small red star on the left") == [("red", "star")]
+    assert D.parse_prompt("a blue square and a green triangle") == [("blue", "square"), ("green", "triangle")]
+    assert D.parse_prompt("a zebra") == []
+    scene = D.canonical_scene([("blue", "square"), ("green", "triangle")])
+    dets = O.detect(D.render(scene))
+    assert [(d.colour, d.shape) for d in dets] == [("blue", "square"), ("green", "triangle")]
+    assert dets[0].cx < 32 < dets[1].cx
