@@ -206,11 +206,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ablate", action="store_true",
                     help="also run the engine with one lever at a time (float32; no early stopping; patience sweep)")
     ap.add_argument("--repeats", type=int, default=1, help="alternate reference/engine runs this many times")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads for both loops and the matmul peak (0: torch's default); one thread "
+                    "keeps timings stable on a shared machine")
+    ap.add_argument("--peak-seconds", type=float, default=1.5, help="how long to measure the matmul peak")
     ap.add_argument("--skip-reference", action="store_true", help="engine only (e.g. batch scans on a GPU)")
     args = ap.parse_args(argv)
 
-    if args.threads:
+    if args.threads and args.device == "cpu":
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     width = SHAPES[args.shape][0]
@@ -230,8 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"# {args.shape}: batch {args.batch}, {args.steps} steps, {args.tokens} tokens, targets {args.targets}, "
           f"device {describe_machine(device)}; built in {time.perf_counter() - t0:.1f}s", flush=True)
 
-    peak32 = matmul_peak(device, torch.float32)
-    peak_lo = matmul_peak(device, torch.bfloat16) if dtype == torch.bfloat16 else peak32
+    peak32 = matmul_peak(device, torch.float32, seconds=args.peak_seconds)
+    peak_lo = matmul_peak(device, torch.bfloat16, seconds=args.peak_seconds) if dtype == torch.bfloat16 else peak32
     print(f"# dense matmul peak: float32 {peak32 / 1e9:.1f} GFLOP/s"
           + (f", bfloat16 {peak_lo / 1e9:.1f} GFLOP/s" if dtype == torch.bfloat16 else ""), flush=True)
 
@@ -306,13 +309,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.ablate:
         abl = {}
-        variants = [("engine_float32", torch.float32, args.patience), ("engine_no_early_stop", dtype, 0)]
-        variants += [(f"engine_patience_{p}", dtype, p) for p in (20, 50, 100) if p != args.patience]
-        for label, dt, pat in variants:
+        variants = [("engine_float32", torch.float32, args.patience, args.min_delta)]
+        if args.patience:
+            variants.append(("engine_no_early_stop", dtype, 0, args.min_delta))
+        variants += [(f"engine_patience_{p}_min_delta_{d:g}", dtype, p, d)
+                     for p, d in ((50, 1e-4), (50, 1e-3), (20, 1e-3)) if (p, d) != (args.patience, args.min_delta)]
+        for label, dt, pat, md in variants:
             m = model32 if dt == torch.float32 else model
             c = time.process_time()
-            r, s, _ = run_engine(m, targets, seeds, args, device, dt, patience=pat, min_delta=args.min_delta,
-                                 compile_=False)
+            r, s, _ = run_engine(m, targets, seeds, args, device, dt, patience=pat, min_delta=md, compile_=False)
             c = time.process_time() - c
             fl = eng_flops_b if dt == dtype else step_flops(m, encode_pseudo_tokens, args.batch, args.tokens, width,
                                                             device, dt) / args.batch

@@ -15,6 +15,15 @@ from ovi_cli.pseudo_tokens import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and do not stall on a busy shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---- pure functions, exact values -----------------------------------------------------------
 def test_init_pseudo_tokens_row_depends_only_on_its_seed():
     out = init_pseudo_tokens(2, 3, 4, [7, 11], std=0.5)
@@ -249,3 +258,25 @@ def test_host_syncs_do_not_grow_with_steps(encoders):
         assert syncs(10) == syncs(40)
     finally:
         encoders.image_encoder.to("cpu")
+
+
+def test_speed_benchmark_smallest_mode_ends_with_json():
+    """`benchmarks/ovi_speed.py` in its smallest mode: the last line is JSON with the required keys."""
+    import json
+    import math
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ovi_speed.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--steps", "3", "--batch", "2", "--peak-seconds", "0.2"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    last = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("speedup", "cos_engine", "cos_reference", "fraction_of_matmul_peak", "steps_saved", "goal_met"):
+        assert key in last, key
+    for key in ("speedup", "cos_engine", "cos_reference", "fraction_of_matmul_peak"):
+        assert math.isfinite(last[key]) and last[key] > 0, key
+    # same start, same steps: the two loops agree closely (bf16 vs fp32 rounding at most)
+    assert abs(last["cos_engine"] - last["cos_reference"]) < 0.01
