@@ -104,7 +104,8 @@ def gen(
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
     patience: Annotated[int, typer.Option(
         help="Early stopping: stop a prompt after this many steps without the objective improving "
-        "by --min-delta (0 = run all --steps).")] = 0,
+        "by --min-delta, checked every 10 steps (0 = run all --steps, the paper's setting; "
+        "faster: --patience 50 --min-delta 1e-3).")] = 0,
     min_delta: Annotated[float, typer.Option(help="Smallest improvement that resets --patience.")] = 1e-4,
     seed: Annotated[int, typer.Option(help="Seed for the pseudo-tokens and the decoder noise "
                                       "(with --prompts, line i uses seed + i).")] = 0,

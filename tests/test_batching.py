@@ -107,3 +107,29 @@ def test_interrupted_run_resumes_without_redoing_finished_prompts(run_cli, tiny_
     assert calls == [[1], [2]], "only the unfinished prompts run again (seeds seed+1, seed+2)"
     assert first.stat().st_mtime_ns == stamp
     assert len(list(folder.glob("*.json"))) == 3
+
+
+def test_compile_failure_is_one_warning_line_and_the_run_goes_on(run_cli, tiny_gen_args, tmp_path, monkeypatch):
+    import ovi_cli.engine as engine
+
+    def broken(fn):
+        def call(tokens):
+            raise RuntimeError("InductorError: no working C++ compiler\n  long\n  traceback")
+        return call
+
+    monkeypatch.setattr(engine, "_compile", broken)
+    folder = tmp_path / "c"
+    res = run_cli("gen", "--prompts", _write_prompts(tmp_path, PROMPTS[:2]), *tiny_gen_args, "--decoder", "embeds",
+                  "--compile", "--out", folder)
+    assert res.code == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ovi: warning: --compile failed"), res.stderr
+    assert all(side["compiled"] is False for side, _ in _results(folder))
+
+
+@pytest.mark.slow
+def test_compile_through_the_cli(run_cli, tiny_gen_args, tmp_path):
+    out = tmp_path / "c.png"
+    res = run_cli("gen", PROMPTS[0], *tiny_gen_args, "--decoder", "embeds", "--compile", "--out", out)
+    assert res.code == 0, res.stderr
+    assert json.loads(out.with_suffix(".json").read_text())["compiled"] is True
