@@ -108,11 +108,10 @@ def main() -> None:
     args = ap.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from ovi_stats.build import build_stats, default_workers
-
     from ovi_cli.cli import quiet_libraries
     from ovi_cli.devices import resolve_device, resolve_dtype
     from ovi_cli.encoders import Encoders
+    from ovi_stats.build import build_stats, default_workers
 
     quiet_libraries()
     device = resolve_device(args.device)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ovi_plugins.constraints import MahalanobisConstraint, NearestNeighborConstraint
-from ovi_stats.store import write_store
 
 from ovi_cli.api import ConstraintContext
+from ovi_plugins.constraints import MahalanobisConstraint, NearestNeighborConstraint
+from ovi_stats.store import write_store
 
 
 class _Enc:  # what the constraints read from the encoders: the width

@@ -95,11 +95,10 @@ def add_commands(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="Print the store's info as JSON.")] = False,
     ) -> None:
         """Build image statistics and a nearest-neighbour index from a folder of images."""
-        from ovi_stats import build
-
         from ovi_cli.console import err_console, make_progress
         from ovi_cli.devices import resolve_device, resolve_dtype
         from ovi_cli.encoders import Encoders
+        from ovi_stats import build
 
         _check_index(index)
         paths = list(paths or [])
@@ -166,9 +165,10 @@ def add_commands(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
     ) -> None:
         """List the stores under $OVI_HOME/stats, newest first."""
-        from ovi_stats.store import list_stores, stats_root
         from rich.console import Console
         from rich.table import Table
+
+        from ovi_stats.store import list_stores, stats_root
 
         stores = list_stores()
         if json_out:

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ovi_cli.errors import OviError
 from ovi_stats.images import IMAGE_EXTENSIONS, BadImage, find_images, load_rgb
 from ovi_stats.moments import Moments, batch_moments
 from ovi_stats.store import EMBEDDINGS, StatsStore, finalize_store, temp_dir_for
-
-from ovi_cli.errors import OviError
 
 PLAN = "plan.json"
 STATE = "state.safetensors"

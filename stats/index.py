@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
-FLAT_MAX = 200_000  # `auto` is exact (flat) up to this many vectors
+FLAT_MAX = 100_000  # `auto` is exact (flat) up to this many vectors (benchmarks/nn_search.py)
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128

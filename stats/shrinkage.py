@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from ovi_stats.moments import Moments
 
 

@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ovi_cli.errors import OviError
 from ovi_stats import index as nn_index
 from ovi_stats.moments import Moments, batch_moments
 from ovi_stats.shrinkage import well_conditioned
-
-from ovi_cli.errors import OviError
 
 FORMAT_VERSION = 1
 META = "meta.json"

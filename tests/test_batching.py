@@ -12,13 +12,6 @@ from safetensors.torch import load_file
 PROMPTS = ["a red cube on a table", "two dogs in the snow", "an old blue car", "a bowl of green apples"]
 EARLY = ["--patience", "10", "--min-delta", "1e-2", "--steps", "40"]
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and do not stall on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 

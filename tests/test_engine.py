@@ -15,15 +15,6 @@ from ovi_cli.pseudo_tokens import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and do not stall on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---- pure functions, exact values -----------------------------------------------------------
 def test_init_pseudo_tokens_row_depends_only_on_its_seed():
     out = init_pseudo_tokens(2, 3, 4, [7, 11], std=0.5)

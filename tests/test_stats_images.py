@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ovi_stats.images import BadImage, find_images, load_rgb
 from PIL import Image
+
+from ovi_stats.images import BadImage, find_images, load_rgb
 
 
 def _png_bytes(im: Image.Image, fmt: str = "PNG") -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from ovi_stats.moments import Moments, batch_moments, merge_moments
 from ovi_stats.shrinkage import (
     ledoit_wolf_intensity,

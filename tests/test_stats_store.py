@@ -7,6 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
+
+from ovi_cli.errors import OviError
 from ovi_stats import index as nn_index
 from ovi_stats.store import (
     FORMAT_VERSION,
@@ -19,9 +22,6 @@ from ovi_stats.store import (
     stats_root,
     write_store,
 )
-from safetensors.torch import load_file
-
-from ovi_cli.errors import OviError
 
 ENC = {"source": "tiny/encoder", "fingerprint": "f00d"}
 

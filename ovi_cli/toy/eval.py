@@ -97,12 +97,11 @@ def run_eval(
     log: Callable[[str], None] = lambda s: None,
 ) -> EvalResult:
     """Generate and score every method on `prompts` held-out prompts; write CSV, JSON and a grid PNG."""
-    from ovi_stats.store import open_store
-
     from ovi_cli.encoders import Encoders
     from ovi_cli.errors import OviError
     from ovi_cli.pipeline import OviPipeline
     from ovi_cli.settings import GenSettings
+    from ovi_stats.store import open_store
 
     torch.set_num_threads(1)
     if prompts < 2:
