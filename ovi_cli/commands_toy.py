@@ -1,4 +1,4 @@
-"""`ovi toy dataset|train|eval` and `ovi eval toy`: the offline toy world (see docs/toy.md)."""
+"""`ovi toy dataset|train|eval` and `ovi eval toy`: the offline toy world (see README, "Try it offline")."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ One call optimises a batch of prompts, each with its own pseudo-tokens and seed.
 *sum* over prompts, and AdamW updates each element on its own, so a prompt's trajectory does not
 depend on what else is in its batch (up to float rounding of batched matmuls).
 
-Speed notes (see docs/speed.md):
+Speed notes (see README, "Speed"):
 - per-step records (cosine, loss, constraint terms) and the early-stopping state stay on the
   device; the host reads them only every `sync_every` steps (progress, early stopping) and once
   at the end (history). Indices of the prompts still running live on the device too, so no step
@@ -31,7 +31,7 @@ from ovi_cli.devices import autocast_context
 from ovi_cli.losses import cosine
 from ovi_cli.pseudo_tokens import init_pseudo_tokens
 
-# Early-stopping defaults (measured; see docs/speed.md): off unless asked for.
+# Early-stopping defaults (measured; see README, "Speed"): off unless asked for.
 DEFAULT_PATIENCE = 0
 DEFAULT_MIN_DELTA = 1e-4
 # `--dtype auto` on a CPU: bfloat16 autocast only where the CPU computes bf16 natively and the

@@ -1,6 +1,6 @@
 """The statistics store: a folder of moments, embeddings and a faiss index, tied to one encoder.
 
-Layout (format version 1; see docs/stats.md)::
+Layout (format version 1; see README, "Image statistics")::
 
     STORE/
       meta.json             format_version, name, encoder {source, fingerprint}, dim, count,

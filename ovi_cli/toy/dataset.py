@@ -317,7 +317,7 @@ def canonical_scene(objects: list[tuple[str, str]], size: int = IMAGE_SIZE) -> S
 
     The toy CLIP's 64-d embedding says well *what* is shown but only roughly *where* and how big;
     a decoder trained with a pixel loss to reproduce the exact images averages those over into
-    blur, so the toy decoder is trained to draw this canonical layout instead (docs/toy.md).
+    blur, so the toy decoder is trained to draw this canonical layout instead (README, "Try it offline").
     """
     shapes = []
     if len(objects) == 1:

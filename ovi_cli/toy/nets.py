@@ -1,7 +1,7 @@
 """The toy decoder and the toy prior networks, and how they are saved (config.json + model.safetensors).
 
 ToyDecoderNet: a small convolutional generator, unit-normalised CLIP image embedding -> 64x64 RGB
-in [0, 1], trained with a pixel loss. It stands in for Kandinsky's U-Net + MoVQ (see docs/toy.md:
+in [0, 1], trained with a pixel loss. It stands in for Kandinsky's U-Net + MoVQ (see README, "Try it offline":
 a diffusion decoder did not fit the CPU training budget).
 
 ToyPriorNet: an ECLIPSE-style non-diffusion prior, text embedding + mean text hidden state ->
