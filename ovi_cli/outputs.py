@@ -92,6 +92,11 @@ def atomic_write_text(path: Path | str, text: str) -> None:
         out.write_text(path, text)
 
 
+def atomic_write_json(path: Path | str, obj: Any) -> None:
+    with atomic_outputs() as out:
+        out.write_json(path, obj)
+
+
 def slugify(text: str, max_len: int = 48) -> str:
     """`"Blue old car on a beach!"` -> `"blue-old-car-on-a-beach"`."""
     norm = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ovi_cli.errors import OviError
+from ovi_cli.outputs import atomic_write_json
 from ovi_stats.images import IMAGE_EXTENSIONS, BadImage, find_images, load_rgb
 from ovi_stats.moments import Moments, batch_moments
 from ovi_stats.store import EMBEDDINGS, StatsStore, finalize_store, temp_dir_for
@@ -167,11 +168,6 @@ class BuildResult:
     resumed_from: int  # file positions already done when this run started
 
 
-def _write_plan(work: Path, plan: dict) -> None:
-    tmp = work / f".{PLAN}.tmp"
-    tmp.write_text(json.dumps(plan, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, work / PLAN)
-
 
 def _reason_summary(skipped: Sequence[dict]) -> str:
     kinds: dict[str, int] = {}
@@ -254,7 +250,7 @@ def build_stats(
                 "encoder": encoder_info, "dim": dim, "index": index, "limit": limit,
                 "shard": list(shard) if shard else None}
         work.mkdir(parents=True)
-        _write_plan(work, plan)
+        atomic_write_json(work / PLAN, plan)
     files = list(plan["files"])
     batch_size = int(plan["batch_size"])
     if state is None:

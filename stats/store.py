@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ovi_cli.errors import OviError
+from ovi_cli.outputs import atomic_write_json
 from ovi_stats import index as nn_index
 from ovi_stats.moments import Moments, batch_moments
 from ovi_stats.shrinkage import well_conditioned
@@ -320,11 +321,6 @@ def install_dir(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
 
 def finalize_store(
     final: Path,
@@ -393,7 +389,7 @@ def finalize_store(
         "embeddings": {"file": EMBEDDINGS, "dtype": "float16", "kind": "image_embeds"},
     }
     meta.update(extra_meta or {})
-    _atomic_json(tmp / META, meta)
+    atomic_write_json(tmp / META, meta)
     install_dir(tmp, final)
     return StatsStore(final)
 

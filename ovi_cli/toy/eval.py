@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ovi_cli.outputs import atomic_outputs
 from ovi_cli.toy.dataset import heldout_prompts, make_arrays, parse_prompt, render, scene_for_objects
 from ovi_cli.toy.oracle import judge
 from ovi_cli.toy.preset import MODELS_DIR, toy_paths
@@ -173,11 +173,10 @@ def run_eval(
             "methods": [m.__dict__ for m in methods]}
     files = {"csv": str(out / "toy_eval.csv"), "json": str(out / "toy_eval.json"),
              "grid": str(out / "toy_eval_grid.png")}
-    _write_atomic(Path(files["csv"]), _csv_text(rows).encode())
-    _write_atomic(Path(files["json"]), (json.dumps({"rows": rows, **info}, indent=2) + "\n").encode())
-    grid_png = io.BytesIO()
-    make_grid(grid, texts, grid_prompts).save(grid_png, format="PNG")
-    _write_atomic(Path(files["grid"]), grid_png.getvalue())
+    with atomic_outputs() as staging:  # the three files land together, or none does
+        staging.write_text(files["csv"], _csv_text(rows))
+        staging.write_json(files["json"], {"rows": rows, **info})
+        staging.write_with(files["grid"], lambda p: make_grid(grid, texts, grid_prompts).save(p, format="PNG"))
     return EvalResult(rows, texts, files, info)
 
 
@@ -188,13 +187,6 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
     return buf.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    from ovi_cli.outputs import atomic_outputs
-
-    with atomic_outputs() as staging:
-        staging.write_bytes(path, data)
 
 
 def make_grid(rows: list[tuple[str, list]], prompts: list[str], columns: int = 8, cell: int = 64):
