@@ -1,8 +1,8 @@
 """Experiment: a toy decoder in the real `KandinskyV22Pipeline` format (MoVQ + image-conditioned U-Net).
 
-Not shipped; it measures whether such a decoder reaches recognisable images in a CPU budget.
+Not part of the package; it measures whether such a decoder reaches recognisable images in a CPU budget.
 
-    python -m ovi_cli.toy.kandinsky_try OUT [--vq-steps 400] [--unet-steps 2000]
+    python benchmarks/toy_kandinsky_decoder.py OUT [--vq-steps 400] [--unet-steps 2000]
 
 Trains, on CPU with one thread: a small `VQModel` (MoVQ, 64 px -> 32x32x4 latents) as an
 autoencoder of the canonical-layout images, then a small `UNet2DConditionModel`
