@@ -26,15 +26,12 @@ def render_table(rows: list[dict[str, Any]], labels: list[str], title: str, with
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    table.add_column("prior")
-    table.add_column("cos text", justify="right")
-    for lab in labels:
-        table.add_column(f"cos {lab}", justify="right")
-    if with_store:
-        table.add_column("mahalanobis", justify="right")
-        table.add_column("nn cos", justify="right")
-    table.add_column("norm", justify="right")
-    table.add_column("s", justify="right")
+    # numbers and prior names are never cut short; headers wrap instead when the terminal is narrow
+    table.add_column("prior", min_width=max([len(str(r["prior"])) for r in rows] + [5]))
+    numeric = ["cos text"] + [f"cos {lab}" for lab in labels]
+    numeric += ["mahalanobis", "nn cos"] if with_store else []
+    for name in numeric + ["norm", "s"]:
+        table.add_column(name, justify="right", min_width=6)
     for r in rows:
         cells = [r["prior"], _fmt(r.get("text_cosine"))]
         cells += [_fmt(r.get("cosine", {}).get(lab)) for lab in labels]
