@@ -16,7 +16,7 @@ import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ovi_cli.outputs import Staging, atomic_outputs
+from ovi_cli.outputs import Staging, atomic_outputs, atomic_write_json
 
 COSINE_PREFIX = "cos_"
 TEXT = "text_cosine"
@@ -147,5 +147,6 @@ def write_gen_plots(sidecars: Sequence[Mapping], outs: Sequence[Path], warn=None
                 warn(f"--plot: prior {sc.get('prior')!r} records no per-step history; no plot for {str(out)!r}")
             continue
         sc.setdefault("files", {}).update({"plot": str(paths[0]), "history": str(paths[1])})
+        atomic_write_json(Path(out).with_suffix(".json"), sc)  # the sidecar on disk lists them too
         written.append(paths)
     return written

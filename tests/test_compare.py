@@ -237,6 +237,8 @@ def test_gen_plot_writes_png_and_csv(run_cli, repos, tmp_path):
     assert len(hist) == 6 and {"text_cosine", "loss"} <= set(hist[0])
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert [float(h["text_cosine"]) for h in hist] == pytest.approx(sidecar["history"]["text_cosine"])
+    assert sidecar["files"]["plot"] == str(tmp_path / "p.plot.png")
+    assert sidecar["files"]["history"] == str(tmp_path / "p.history.csv")
     # a prior without per-step history: a warning, no plot
     res = run_cli("gen", "a red car", "--prior", "textemb", *_model_args(repos)[:2], "--decoder", "embeds",
                   "--device", "cpu", "--quiet", "--plot", "--out", tmp_path / "t.png")
