@@ -30,7 +30,7 @@ for shape in ('tiny', 'vit-b-32'):
     for name, model in (('fp32 weights', m32), ('bf16 linear weights', lin_bf16(b.build_tower(shape, dev)))):
         model.requires_grad_(False)
         t = time.perf_counter()
-        r = optimize(lambda x: encode_pseudo_tokens(model, x), tg, token_width=width, seeds=list(range(8)),
+        r = optimize(lambda x, model=model: encode_pseudo_tokens(model, x), tg, token_width=width, seeds=list(range(8)),
                      settings=OviSettings(steps=steps), device=dev, dtype=torch.bfloat16)
         res[name] = (time.perf_counter() - t, sum(r.text_cosine)/8)
     print(shape, res)
