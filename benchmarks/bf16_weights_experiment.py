@@ -5,17 +5,21 @@ Run: python benchmarks/bf16_weights_experiment.py  (prints seconds and mean fina
 """
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-sys.path.insert(0, 'benchmarks')
-import ovi_speed as b
+sys.path.insert(0, str(Path(__file__).parent))
+import ovi_speed as b  # noqa: E402
 
 from ovi_cli.engine import OviSettings, optimize
 from ovi_cli.pseudo_tokens import encode_pseudo_tokens
 
 torch.set_num_threads(1)
-def lin_bf16(m):
+
+
+def lin_bf16(m: torch.nn.Module) -> torch.nn.Module:
+    """Cast only the Linear layers (CPU layer_norm needs float32 parameters under autocast)."""
     for mod in m.modules():
         if isinstance(mod, torch.nn.Linear):
             mod.to(torch.bfloat16)
