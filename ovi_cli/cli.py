@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ovi_cli import __version__
+from ovi_cli import __version__, options
 from ovi_cli.console import RichReporter, error_line, make_progress
 from ovi_cli.errors import OviError
 from ovi_cli.settings import DEFAULT_DECODER_MODEL, GenSettings
@@ -55,21 +55,29 @@ def read_prompt_file(path: Path) -> list[str]:
     return prompts
 
 
-def _gen_plan(prompt: str | None, prompts_file: Path | None, out: Path | None, seed: int):
-    """(prompts, seeds, output paths) for one prompt or a prompt file."""
-    from ovi_cli.outputs import default_output_path, slugify
-
+def prompts_from(prompt: str | None, prompts_file: Path | None) -> list[str]:
+    """The prompts of a command that takes a PROMPT or `--prompts FILE` (exactly one of them)."""
     if (prompt is None) == (prompts_file is None):
         raise OviError("give a PROMPT or --prompts FILE (not both)")
     if prompt is not None:
         if not prompt.strip():
             raise OviError("empty prompt: give some text to generate from")
+        return [prompt]
+    assert prompts_file is not None
+    return read_prompt_file(prompts_file)
+
+
+def _gen_plan(prompt: str | None, prompts_file: Path | None, out: Path | None, seed: int):
+    """(prompts, seeds, output paths) for one prompt or a prompt file."""
+    from ovi_cli.outputs import default_output_path, slugify
+
+    prompts = prompts_from(prompt, prompts_file)
+    if prompt is not None:
         path = out or default_output_path(prompt)
         if path.suffix.lower() != ".png":
             path = path.with_suffix(path.suffix + ".png") if path.suffix else path.with_suffix(".png")
-        return [prompt], [seed], [path]
+        return prompts, [seed], [path]
     assert prompts_file is not None
-    prompts = read_prompt_file(prompts_file)
     folder = out or Path("outputs") / slugify(prompts_file.stem)
     if folder.suffix.lower() == ".png":
         raise OviError("with --prompts, --out is a folder, not a .png file")
@@ -89,19 +97,15 @@ def gen(
         "Default: outputs/<time>-<slug>.png")] = None,
     prior: Annotated[str, typer.Option(help="Prior plugin: ovi, textemb, ... (see `ovi plugins`).")] = "ovi",
     decoder: Annotated[str, typer.Option(help="Decoder plugin: kandinsky22, or embeds (no image).")] = "kandinsky22",
-    encoder_model: Annotated[str, typer.Option(
-        envvar="OVI_ENCODER_MODEL",
-        help="Hub id or local folder in the kandinsky-2-2-prior layout (CLIP towers).")] = GenSettings.encoder_model,
+    encoder_model: options.EncoderModel = GenSettings.encoder_model,
     model: Annotated[str | None, typer.Option(
         help="Model preset: `toy` = the shipped toy-world encoder, decoder and stats store (offline, "
         "seconds on a CPU); flags given explicitly still win.")] = None,
-    decoder_model: Annotated[str, typer.Option(
-        envvar="OVI_DECODER_MODEL",
-        help="Hub id or local folder in the kandinsky-2-2-decoder layout.")] = DEFAULT_DECODER_MODEL,
-    tokens: Annotated[int, typer.Option(help="Number of OVI pseudo-tokens.")] = 6,
-    steps: Annotated[int, typer.Option(help="OVI optimisation steps.")] = 500,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-2,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
+    decoder_model: options.DecoderModel = DEFAULT_DECODER_MODEL,
+    tokens: options.Tokens = GenSettings.tokens,
+    steps: options.Steps = GenSettings.steps,
+    lr: options.Lr = GenSettings.lr,
+    weight_decay: options.WeightDecay = GenSettings.weight_decay,
     patience: Annotated[int, typer.Option(
         help="Early stopping: stop a prompt after this many steps without the objective improving "
         "by --min-delta, checked every 10 steps (0 = run all --steps, the paper's setting; "
@@ -114,23 +118,20 @@ def gen(
     stats: Annotated[str | None, typer.Option(
         help="Statistics store (name or folder) for constraints; default: the newest one built "
         "with the same encoder.")] = None,
-    nn_every: Annotated[int, typer.Option(
-        help="nn constraint: search the index every K steps (neighbours are reused between).")] = 1,
-    nn_k: Annotated[int, typer.Option(help="nn constraint: neighbours per search (mean of their terms).")] = 1,
+    nn_every: options.NnEvery = 1,
+    nn_k: options.NnK = 1,
     prior_model: Annotated[str | None, typer.Option(
         help="Model for the eclipse/kandinsky priors: hub id or folder (default: their hub id).")] = None,
-    prior_steps: Annotated[int, typer.Option(help="kandinsky prior: denoising steps.")] = 25,
-    prior_guidance: Annotated[float, typer.Option(help="kandinsky prior: guidance scale.")] = 4.0,
-    negative: Annotated[str, typer.Option(
-        help="Negative image embedding: zero-image (embedding of a mean-grey image) or zeros.")] = "zero-image",
-    height: Annotated[int, typer.Option(help="Image height in pixels.")] = 512,
-    width: Annotated[int, typer.Option(help="Image width in pixels.")] = 512,
-    decoder_steps: Annotated[int, typer.Option(help="Decoder denoising steps.")] = 50,
-    guidance_scale: Annotated[float, typer.Option(help="Decoder classifier-free guidance scale.")] = 4.0,
+    prior_steps: options.PriorSteps = 25,
+    prior_guidance: options.PriorGuidance = 4.0,
+    negative: options.Negative = GenSettings.negative,
+    height: options.Height = GenSettings.height,
+    width: options.Width = GenSettings.width,
+    decoder_steps: options.DecoderSteps = GenSettings.decoder_steps,
+    guidance_scale: options.GuidanceScale = GenSettings.guidance_scale,
     batch: Annotated[int, typer.Option(help="Prompts optimised together in one batch.")] = 1,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
-    dtype: Annotated[str, typer.Option(
-        help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, float32 elsewhere).")] = "auto",
+    device: options.Device = GenSettings.device,
+    dtype: options.Dtype = GenSettings.dtype,
     compile: Annotated[bool, typer.Option(
         "--compile", help="torch.compile the OVI step where it works (falls back with a message).")] = False,
     save_embedding: Annotated[bool, typer.Option(
@@ -138,7 +139,7 @@ def gen(
     plot: Annotated[bool, typer.Option(
         "--plot", help="Also write PATH.plot.png (cosine over OVI steps, constraint terms) and "
         "PATH.history.csv (the raw values).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: options.Quiet = False,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print the sidecar JSON to stdout (one line per prompt).")] = False,
 ) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ovi_cli import options
 from ovi_cli.errors import OviError
 from ovi_cli.settings import DEFAULT_DECODER_MODEL, GenSettings
 
@@ -58,61 +59,51 @@ def add_commands(app: typer.Typer) -> None:
             "(outputs/compare-<file stem> with --prompts).")] = None,
         decoder: Annotated[str, typer.Option(help="Decoder plugin: kandinsky22, or embeds (no images).")]
             = "kandinsky22",
-        encoder_model: Annotated[str, typer.Option(
-            envvar="OVI_ENCODER_MODEL",
-            help="Hub id or local folder in the kandinsky-2-2-prior layout (CLIP towers).")]
-            = GenSettings.encoder_model,
-        decoder_model: Annotated[str, typer.Option(
-            envvar="OVI_DECODER_MODEL",
-            help="Hub id or local folder in the kandinsky-2-2-decoder layout.")] = DEFAULT_DECODER_MODEL,
+        encoder_model: options.EncoderModel = GenSettings.encoder_model,
+        decoder_model: options.DecoderModel = DEFAULT_DECODER_MODEL,
         eclipse_model: Annotated[str | None, typer.Option(
             help="eclipse prior: hub id or folder (default ECLIPSE-Community/ECLIPSE_KandinskyV22_Prior).")]
             = None,
         kandinsky_model: Annotated[str | None, typer.Option(
             help="kandinsky prior: hub id or folder (default: --encoder-model when it holds prior/ and "
             "scheduler/, else kandinsky-community/kandinsky-2-2-prior).")] = None,
-        prior_steps: Annotated[int, typer.Option(help="kandinsky prior: denoising steps.")] = 25,
-        prior_guidance: Annotated[float, typer.Option(help="kandinsky prior: guidance scale.")] = 4.0,
-        tokens: Annotated[int, typer.Option(help="OVI pseudo-tokens.")] = 6,
-        steps: Annotated[int, typer.Option(help="OVI optimisation steps.")] = 500,
-        lr: Annotated[float, typer.Option(help="OVI AdamW learning rate.")] = 2e-2,
-        weight_decay: Annotated[float, typer.Option(help="OVI AdamW weight decay.")] = 0.01,
+        prior_steps: options.PriorSteps = 25,
+        prior_guidance: options.PriorGuidance = 4.0,
+        tokens: options.Tokens = GenSettings.tokens,
+        steps: options.Steps = GenSettings.steps,
+        lr: options.Lr = GenSettings.lr,
+        weight_decay: options.WeightDecay = GenSettings.weight_decay,
         seed: Annotated[int, typer.Option(help="Seed of every prior and of the decoder noise (the same "
                                           "for all priors; with --prompts, line i uses seed + i).")] = 0,
         stats: Annotated[str | None, typer.Option(
             help="Statistics store (name or folder): used by ovi+mahalanobis / ovi+nn and adds the "
             "Mahalanobis and nearest-neighbour columns; default: the newest store of this encoder "
             "when a constrained prior is listed.")] = None,
-        nn_every: Annotated[int, typer.Option(help="nn constraint: search the index every K steps.")] = 1,
-        nn_k: Annotated[int, typer.Option(help="nn constraint: neighbours per search.")] = 1,
-        negative: Annotated[str, typer.Option(
-            help="Negative image embedding: zero-image or zeros.")] = "zero-image",
-        height: Annotated[int, typer.Option(help="Image height in pixels.")] = 512,
-        width: Annotated[int, typer.Option(help="Image width in pixels.")] = 512,
-        decoder_steps: Annotated[int, typer.Option(help="Decoder denoising steps.")] = 50,
-        guidance_scale: Annotated[float, typer.Option(help="Decoder classifier-free guidance scale.")] = 4.0,
-        device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
-        dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16.")] = "auto",
+        nn_every: options.NnEvery = 1,
+        nn_k: options.NnK = 1,
+        negative: options.Negative = GenSettings.negative,
+        height: options.Height = GenSettings.height,
+        width: options.Width = GenSettings.width,
+        decoder_steps: options.DecoderSteps = GenSettings.decoder_steps,
+        guidance_scale: options.GuidanceScale = GenSettings.guidance_scale,
+        device: options.Device = GenSettings.device,
+        dtype: options.Dtype = GenSettings.dtype,
         plot: Annotated[bool, typer.Option(
             "--plot", help="Also write plot.png (cosine over OVI steps to the text and to the eclipse/"
             "kandinsky embeddings, constraint terms) and history.csv per prompt.")] = False,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+        quiet: options.Quiet = False,
         json_out: Annotated[bool, typer.Option(
             "--json", help="Print each prompt's table JSON to stdout (one line each), then the summary.")] = False,
     ) -> None:
         """Compare priors (TextEmb, OVI, constrained OVI, ECLIPSE, Kandinsky) on the same prompt(s)."""
         from rich.console import Console
 
-        from ovi_cli.cli import read_prompt_file
+        from ovi_cli.cli import prompts_from
         from ovi_cli.compare import Comparison, parse_priors
         from ovi_cli.console import RichReporter, make_progress
         from ovi_cli.outputs import slugify
 
-        if (prompt is None) == (prompts_file is None):
-            raise OviError("give a PROMPT or --prompts FILE (not both)")
-        if prompt is not None and not prompt.strip():
-            raise OviError("empty prompt: give some text to generate from")
-        prompts = [prompt] if prompt is not None else read_prompt_file(prompts_file)
+        prompts = prompts_from(prompt, prompts_file)
         choices = parse_priors(priors)
         if out is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from ovi_cli import options
 from ovi_cli.encoders import DEFAULT_ENCODER_MODEL
 from ovi_cli.errors import OviError
 
@@ -61,9 +62,7 @@ def add_commands(app: typer.Typer) -> None:
         paths: Annotated[list[Path] | None, typer.Argument(
             help="A folder of images (searched recursively), or with --from-embeddings the .npy/.safetensors "
             "embedding files.", show_default=False, metavar="DIR|FILES")] = None,
-        encoder_model: Annotated[str, typer.Option(
-            envvar="OVI_ENCODER_MODEL",
-            help="Hub id or local folder in the kandinsky-2-2-prior layout (CLIP towers).")] = DEFAULT_ENCODER_MODEL,
+        encoder_model: options.EncoderModel = DEFAULT_ENCODER_MODEL,
         out: Annotated[Path | None, typer.Option(
             "--out", "-o", help="Write the store to this folder (default: $OVI_HOME/stats/NAME).")] = None,
         name: Annotated[str | None, typer.Option(
@@ -88,9 +87,8 @@ def add_commands(app: typer.Typer) -> None:
             help="With --from-embeddings: names of the rows (one per line, or a .json list).")] = None,
         checkpoint_every: Annotated[float, typer.Option(
             help="Seconds between checkpoints that --resume continues from.")] = 60.0,
-        device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
-        dtype: Annotated[str, typer.Option(
-            help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, float32 elsewhere).")] = "auto",
+        device: options.Device = "auto",
+        dtype: options.Dtype = "auto",
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
         json_out: Annotated[bool, typer.Option("--json", help="Print the store's info as JSON.")] = False,
     ) -> None:
