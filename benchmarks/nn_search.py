@@ -68,13 +68,13 @@ def ovi_step_seconds(shape: str, batch: int, tokens: int, steps: int = 6) -> tup
     """Fastest of a few engine steps (forward + backward + AdamW) for a random tower (a busy machine only slows)."""
     from ovi_speed import build_tower
 
-    from ovi_cli.engine import auto_dtype
+    from ovi_cli.devices import resolve_dtype
     from ovi_cli.losses import cosine
     from ovi_cli.pseudo_tokens import encode_pseudo_tokens, init_pseudo_tokens
 
     model = build_tower(shape, torch.device("cpu"))
     width = model.config.hidden_size
-    dtype = auto_dtype("cpu", width)
+    dtype = resolve_dtype("auto", "cpu", ovi_token_width=width)
     p = init_pseudo_tokens(batch, tokens, width, list(range(batch))).requires_grad_(True)
     target = torch.randn(batch, model.config.projection_dim)
     opt = torch.optim.AdamW([p], lr=2e-2)

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ovi_cli.engine import DEFAULT_MIN_DELTA, DEFAULT_PATIENCE, OviSettings, auto_dtype, optimize  # noqa: E402
+from ovi_cli.devices import resolve_dtype  # noqa: E402
+from ovi_cli.engine import DEFAULT_MIN_DELTA, DEFAULT_PATIENCE, OviSettings, optimize  # noqa: E402
 from ovi_cli.pseudo_tokens import encode_pseudo_tokens, init_pseudo_tokens  # noqa: E402
 
 # hidden, layers, heads, mlp, image, patch, projection, activation
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     width = SHAPES[args.shape][0]
-    dtype = auto_dtype(device, width) if args.dtype == "auto" else DTYPES[args.dtype]
+    dtype = resolve_dtype(args.dtype, device, ovi_token_width=width)
     if args.reference_dtype == "published":
         ref_amp = torch.float16 if device.type == "cuda" else None
     else:

@@ -104,6 +104,7 @@ def gen(
     decoder_model: options.DecoderModel = DEFAULT_DECODER_MODEL,
     tokens: options.Tokens = GenSettings.tokens,
     steps: options.Steps = GenSettings.steps,
+    schedule: options.Schedule = GenSettings.schedule,
     lr: options.Lr = GenSettings.lr,
     weight_decay: options.WeightDecay = GenSettings.weight_decay,
     patience: Annotated[int, typer.Option(
@@ -151,7 +152,7 @@ def gen(
     prompts, seeds, paths = _gen_plan(prompt, prompts_file, out, seed)
     settings = GenSettings(
         prior=prior, decoder=decoder, encoder_model=encoder_model, decoder_model=decoder_model,
-        tokens=tokens, steps=steps, lr=lr, weight_decay=weight_decay, patience=patience,
+        tokens=tokens, steps=steps, schedule=schedule, lr=lr, weight_decay=weight_decay, patience=patience,
         min_delta=min_delta, seed=seed, constraints=list(constraint or []), stats=stats,
         negative=negative, height=height, width=width, decoder_steps=decoder_steps,
         guidance_scale=guidance_scale, device=device, dtype=dtype, compile=compile,

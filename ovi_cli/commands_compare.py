@@ -71,6 +71,7 @@ def add_commands(app: typer.Typer) -> None:
         prior_guidance: options.PriorGuidance = 4.0,
         tokens: options.Tokens = GenSettings.tokens,
         steps: options.Steps = GenSettings.steps,
+        schedule: options.Schedule = GenSettings.schedule,
         lr: options.Lr = GenSettings.lr,
         weight_decay: options.WeightDecay = GenSettings.weight_decay,
         seed: Annotated[int, typer.Option(help="Seed of every prior and of the decoder noise (the same "
@@ -113,7 +114,7 @@ def add_commands(app: typer.Typer) -> None:
             raise OviError(f"--out {str(out)!r} is a file; compare writes a folder")
         settings = GenSettings(
             prior="ovi", decoder=decoder, encoder_model=encoder_model, decoder_model=decoder_model,
-            tokens=tokens, steps=steps, lr=lr, weight_decay=weight_decay, seed=seed, stats=stats,
+            tokens=tokens, steps=steps, schedule=schedule, lr=lr, weight_decay=weight_decay, seed=seed, stats=stats,
             negative=negative, height=height, width=width, decoder_steps=decoder_steps,
             guidance_scale=guidance_scale, device=device, dtype=dtype,
             constraint_options={"nn_every": nn_every, "nn_k": nn_k},

@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -30,30 +29,13 @@ from ovi_cli.api import Constraint, ProgressFn
 from ovi_cli.devices import autocast_context
 from ovi_cli.losses import cosine
 from ovi_cli.pseudo_tokens import init_pseudo_tokens
+from ovi_cli.schedule import get_schedule, lr_at
+from ovi_cli.settings import OviSettings
 
-# Early-stopping defaults (measured; see README, "Speed"): off unless asked for.
-DEFAULT_PATIENCE = 0
-DEFAULT_MIN_DELTA = 1e-4
-# `--dtype auto` on a CPU: bfloat16 autocast only where the CPU computes bf16 natively and the
-# vision tower is wide enough for that to pay off (measured on AMD EPYC / AVX512-BF16: slower at
-# width 32-128, 1.2-2.6x faster from width 256 up); float32 otherwise.
-CPU_BF16_MIN_WIDTH = 256
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-@dataclass
-class OviSettings:
-    """OVI hyper-parameters; defaults follow the paper and the reference implementation."""
-
-    tokens: int = 6
-    steps: int = 500
-    lr: float = 2e-2
-    weight_decay: float = 0.01
-    init_std: float = 0.02
-    patience: int = DEFAULT_PATIENCE  # stop a prompt after this many steps without improvement; 0 = never
-    min_delta: float = DEFAULT_MIN_DELTA  # what counts as an improvement of the objective
-    sync_every: int = 10  # device-to-host copies (progress, early stopping) every K steps
-    compile: bool = False  # torch.compile the forward (falls back to eager with a warning)
+# Early-stopping defaults (measured; see benchmarks/RESULTS.md): off unless asked for.
+DEFAULT_PATIENCE = OviSettings.patience
+DEFAULT_MIN_DELTA = OviSettings.min_delta
+__all__ = ["OviSettings", "OviResult", "optimize", "patience_update"]
 
 
 @dataclass
@@ -81,34 +63,6 @@ def patience_update(loss: Tensor, best: Tensor, wait: Tensor, min_delta: float) 
     """
     improved = loss < best - min_delta
     return torch.where(improved, loss, best), torch.where(improved, torch.zeros_like(wait), wait + 1)
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags the kernel reports (Linux); empty where unknown."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def auto_dtype(device: torch.device | str, token_width: int, flags: set[str] | None = None) -> torch.dtype:
-    """OVI's compute dtype for `--dtype auto`.
-
-    bfloat16 autocast on CUDA; on a CPU bfloat16 only with native bf16 instructions and a vision
-    tower at least `CPU_BF16_MIN_WIDTH` wide; float32 otherwise (and on MPS).
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.bfloat16
-    if device.type == "cpu" and token_width >= CPU_BF16_MIN_WIDTH:
-        flags = cpu_flags() if flags is None else flags
-        if any(f in flags for f in CPU_BF16_FLAGS):
-            return torch.bfloat16
-    return torch.float32
 
 
 def _default_warn(message: str) -> None:
@@ -151,6 +105,8 @@ def optimize(
     target = target.to(device, torch.float32)
     batch = target.shape[0]
     steps = int(settings.steps)
+    schedule = get_schedule(settings.schedule)
+    lrs = [lr_at(i, steps, settings.lr, schedule) for i in range(steps)]  # depends on the step only
     sync_every = max(1, int(settings.sync_every))
     names = [c.name for c in constraints]
 
@@ -215,6 +171,8 @@ def optimize(
                 cos, per_prompt, terms = objective(step, forward)
         else:
             cos, per_prompt, terms = objective(step, forward)
+        for group in optimizer.param_groups:
+            group["lr"] = lrs[step]
         optimizer.step()
         with torch.no_grad():
             record(cos_hist[step], cos.detach())
@@ -282,7 +240,8 @@ def optimize(
 
 
 def _adamw(tokens: Tensor, settings: OviSettings) -> torch.optim.Optimizer:
-    return torch.optim.AdamW([tokens], lr=settings.lr, weight_decay=settings.weight_decay)
+    betas = get_schedule(settings.schedule).betas
+    return torch.optim.AdamW([tokens], lr=settings.lr, betas=betas, weight_decay=settings.weight_decay)
 
 
 def _shrink(tokens: Tensor, optimizer: torch.optim.Optimizer, keep: Tensor, settings: OviSettings):

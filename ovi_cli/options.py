@@ -10,13 +10,18 @@ from typing import Annotated
 
 import typer
 
+from ovi_cli.schedule import SCHEDULES
+
 EncoderModel = Annotated[str, typer.Option(
     envvar="OVI_ENCODER_MODEL",
     help="Hub id or local folder in the kandinsky-2-2-prior layout (CLIP towers).")]
 DecoderModel = Annotated[str, typer.Option(
     envvar="OVI_DECODER_MODEL", help="Hub id or local folder in the kandinsky-2-2-decoder layout.")]
 Tokens = Annotated[int, typer.Option(help="Number of OVI pseudo-tokens.")]
-Steps = Annotated[int, typer.Option(help="OVI optimisation steps.")]
+Steps = Annotated[int | None, typer.Option(help="OVI optimisation steps (default: the schedule's, "
+    + ", ".join(f"{k} {v.steps}" for k, v in SCHEDULES.items()) + ").", show_default=False)]
+Schedule = Annotated[str, typer.Option(help="OVI learning-rate schedule: paper (the paper's constant lr) "
+    "or fast (warm-up + cosine decay, same result in a third of the steps; see docs/speed.md).")]
 Lr = Annotated[float, typer.Option(help="OVI AdamW learning rate.")]
 WeightDecay = Annotated[float, typer.Option(help="OVI AdamW weight decay.")]
 NnEvery = Annotated[int, typer.Option(
