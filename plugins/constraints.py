@@ -10,8 +10,9 @@ the unweighted `term_c`.
   `||L^T (e - mu)||^2` with the store's precomputed Cholesky factor `P = L L^T`.
 - `nn` (default weight 0.5): `mean_{j=1..k} (1 - cos(e, n_j))`, `n_1..n_k` the raw stored
   embeddings of the `k` nearest images to the current embedding (`--nn-k`, default 1), searched
-  in the store's faiss index (cosine) every `--nn-every` steps (default 1) and held constant in
-  between and within a step (no gradient flows through the search).
+  (cosine) every `--nn-every` steps (default 1) and held constant in between and within a step
+  (no gradient flows through the search): exactly, by one matmul on the device, where the
+  store's embeddings fit its memory budget, in the store's faiss index otherwise (`choose_search`).
 """
 
 from __future__ import annotations
@@ -87,16 +88,44 @@ class MahalanobisConstraint(Constraint):
         return [{"distance": d, "cosine_to_mean": c} for d, c in zip(d2, cos)]
 
 
+SEARCH_MODES = ("auto", "matmul", "faiss")
+
+
+def choose_search(mode: str, device_type: str, index_type: str, fits: bool) -> str:
+    """How the `nn` constraint searches: `device-matmul` or `faiss-<index type>`.
+
+    `auto`: on an accelerator (CUDA, MPS) an exact matmul search on the device whenever the store's
+    embeddings fit its budget (`ovi_stats.matmul_search.fits`), faiss otherwise; on a CPU the
+    matmul search replaces only a *flat* faiss index (same neighbours, faster at OVI's batch sizes:
+    benchmarks/RESULTS.md), and an approximate index (HNSW/IVF, stores above 100k images) stays,
+    since an exact scan of 1M vectors costs a CPU as much as a ViT-B/32 step. `matmul` / `faiss`
+    force one (`matmul` still needs the budget).
+    """
+    if mode not in SEARCH_MODES:
+        raise OviError(f"nn search must be one of {', '.join(SEARCH_MODES)} (got {mode!r})")
+    faiss_kind = f"faiss-{index_type}"
+    if mode == "faiss" or not fits:
+        return faiss_kind
+    if mode == "matmul" or device_type != "cpu" or index_type == "flat":
+        return "device-matmul"
+    return faiss_kind
+
+
 class NearestNeighborConstraint(Constraint):
-    """`mean_{j<=k} (1 - cos(e, n_j))`, `n_j` the raw stored embeddings nearest to `e` (faiss).
+    """`mean_{j<=k} (1 - cos(e, n_j))`, `n_j` the stored embeddings nearest to `e` (cosine).
 
     Options (from `ConstraintContext.options`, i.e. `--nn-k`, `--nn-every`): `nn_k` neighbours
     (default 1), searched with the detached current embedding at steps 0, K, 2K, ... for
     `nn_every = K` (default 1: every step) and reused in between, per prompt (by its row in the
     original batch, since finished prompts leave the batch). The final embedding (evaluated
     without autograd) is always searched afresh, so its term and the sidecar's neighbours agree.
-    Sidecar values: `k`, `every`, `searches` (index searches made for the prompt, the final one
-    included) and `neighbours`: `[{file, id, cosine}]` of the final embedding, nearest first.
+    `nn_search` (`auto` | `matmul` | `faiss`, see `choose_search`): the search runs either as one
+    exact matmul against the store's normalised embeddings kept on the device (`device-matmul`:
+    no host round trip per step) or in the store's faiss index on the host (`faiss-flat`,
+    `faiss-hnsw`, `faiss-ivf`). The term is a cosine, so it does not depend on the stored vectors'
+    scale: the device path uses the normalised ones, the faiss path the raw ones.
+    Sidecar values: `k`, `every`, `search`, `searches` (index searches made for the prompt, the
+    final one included) and `neighbours`: `[{file, id, cosine}]` of the final embedding, nearest first.
     """
 
     name = "nn"
@@ -113,13 +142,37 @@ class NearestNeighborConstraint(Constraint):
         count = int(self.store.count)
         if self.k > count:
             raise OviError(f"--nn-k {self.k} is more than the {count} images in the stats store")
+        self.search_kind = self._choose(str(opts.get("nn_search", "auto")), torch.device(context.device))
+        self._matmul = None
+        if self.search_kind == "device-matmul":
+            from ovi_stats.matmul_search import MatmulSearch
+
+            self._matmul = MatmulSearch.from_store(self.store, context.device)
         self._vectors: Tensor | None = None  # [R, k, D] float32 on the device, by original row
         self._have = torch.zeros(0, dtype=torch.bool)  # [R]: row R has neighbours
         self._searches = torch.zeros(0, dtype=torch.long)  # [R]: index searches for row R
+        self._rows_host: Tensor | None = None  # the last `rows` seen, and its copy on the device
+        self._rows_dev: Tensor | None = None
 
-    # ---- the index --------------------------------------------------------------------------
-    def neighbours(self, embeds: Tensor) -> tuple[np.ndarray, np.ndarray, Tensor]:
-        """(faiss cosines `[B, k]`, ids `[B, k]`, raw stored embeddings `[B, k, D]` on the device)."""
+    def _choose(self, mode: str, device: torch.device) -> str:
+        from ovi_stats.matmul_search import fits, free_bytes
+
+        index_type = str((getattr(self.store, "index_params", None) or {}).get("type", "flat"))
+        ok = mode != "faiss" and fits(int(self.store.count), int(self.store.dim), free_bytes(device))
+        if mode == "matmul" and not ok:
+            raise OviError("nn search 'matmul': the store's embeddings do not fit the device's memory budget")
+        return choose_search(mode, device.type, index_type, ok)
+
+    # ---- the search ---------------------------------------------------------------------------
+    def neighbours(self, embeds: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(cosines `[B, k]`, ids `[B, k]`, stored embeddings `[B, k, D]` on the device of `embeds`).
+
+        Device path: all three on the device, nothing copied to the host. Faiss path: cosines and
+        ids on the host, the raw stored embeddings copied to the device.
+        """
+        if self._matmul is not None:
+            cos, ids = self._matmul.search(embeds, self.k)
+            return cos, ids, self._matmul.vectors(ids).to(embeds.device)
         queries = np.ascontiguousarray(embeds.detach().float().cpu().numpy(), dtype=np.float32)
         cos, ids = self.store.search(queries, self.k)
         ids = np.asarray(ids, dtype=np.int64)
@@ -127,7 +180,7 @@ class NearestNeighborConstraint(Constraint):
             raise OviError(f"the stats store's index returned fewer than {self.k} neighbours (--nn-k)")
         vectors = np.asarray(self.store.embeddings[ids.reshape(-1)], dtype=np.float32)
         vectors = torch.from_numpy(vectors.reshape(ids.shape[0], self.k, -1)).to(embeds.device)
-        return np.asarray(cos), ids, vectors
+        return torch.from_numpy(np.asarray(cos)), torch.from_numpy(ids), vectors
 
     def _ensure(self, rows: int, dim: int, device: torch.device) -> None:
         if self._vectors is None or self._vectors.device != device:
@@ -140,33 +193,46 @@ class NearestNeighborConstraint(Constraint):
             self._have = torch.cat([self._have, torch.zeros(grow, dtype=torch.bool)])
             self._searches = torch.cat([self._searches, torch.zeros(grow, dtype=torch.long)])
 
+    def _on_device(self, rows: Tensor, device: torch.device) -> Tensor:
+        """`rows` on the device, copied only when the engine hands over a new rows tensor."""
+        if self._rows_host is not rows or self._rows_dev is None or self._rows_dev.device != device:
+            self._rows_host, self._rows_dev = rows, rows.to(device)
+        return self._rows_dev
+
     # ---- Constraint ---------------------------------------------------------------------------
     def term(self, embeds: Tensor, step: int, rows: Tensor) -> Tensor:
-        rows = torch.as_tensor(rows, dtype=torch.long).cpu()
+        if not (torch.is_tensor(rows) and rows.device.type == "cpu" and rows.dtype == torch.long):
+            rows = torch.as_tensor(rows, dtype=torch.long).cpu()
         if step == 0:  # a new batch: forget the neighbours of the previous one
             self._have = torch.zeros_like(self._have)
             self._searches = torch.zeros_like(self._searches)
         self._ensure(int(rows.max()) + 1, embeds.shape[-1], embeds.device)
         assert self._vectors is not None
+        rows_dev = self._on_device(rows, embeds.device)
         fresh = step % self.every == 0 or not torch.is_grad_enabled()
         need = torch.ones_like(rows, dtype=torch.bool) if fresh else ~self._have[rows]
-        if need.any():
+        if fresh:  # everyone: no boolean mask on the device (that would wait for it)
+            _, _, vectors = self.neighbours(embeds)
+            self._vectors[rows_dev] = vectors
+        elif need.any():
             _, _, vectors = self.neighbours(embeds[need.to(embeds.device)])
             self._vectors[rows[need].to(embeds.device)] = vectors
-            self._have[rows[need]] = True
-            self._searches[rows[need]] += 1
-        return nn_term(embeds, self._vectors[rows.to(embeds.device)])
+        self._have[rows[need]] = True
+        self._searches[rows[need]] += 1
+        return nn_term(embeds, self._vectors[rows_dev])
 
     def report(self, embeds: Tensor) -> list[dict[str, Any]]:
         with torch.no_grad():
             _, ids, vectors = self.neighbours(embeds)
             cos = cosine(embeds.float().unsqueeze(1).to(vectors.device), vectors).cpu().tolist()
+            ids = ids.cpu().tolist()
         files = self.store.files
         out = []
         for b in range(embeds.shape[0]):
             hits = [{"file": str(files[int(i)]), "id": int(i), "cosine": float(c)} for i, c in zip(ids[b], cos[b])]
             searches = int(self._searches[b]) if b < self._searches.shape[0] else 0
-            out.append({"k": self.k, "every": self.every, "searches": searches, "neighbours": hits})
+            out.append({"k": self.k, "every": self.every, "search": self.search_kind, "searches": searches,
+                        "neighbours": hits})
         return out
 
 
