@@ -53,21 +53,25 @@ from ovi_cli.settings import OviSettings  # noqa: E402
 def parse_candidate(spec: str) -> tuple[str, Schedule, dict]:
     """(label, schedule, settings overrides) from a preset name or `STEPS:PF:WARMUP:DECAY:FINAL[:B1:B2][:key=V]`.
 
-    Overrides: `init=STD` (init_std), `wd=W` (weight_decay), `tokens=P`.
+    Schedule `hold=H` (fraction held at the peak before the decay); settings overrides `init=STD`
+    (init_std), `wd=W` (weight_decay), `tokens=P`.
     """
     spec = spec.strip()
     if spec in SCHEDULES:
         return spec, SCHEDULES[spec], {}
     parts = spec.split(":")
     names = {"init": "init_std", "wd": "weight_decay", "tokens": "tokens"}
-    init = {}
+    init, hold = {}, 0.0
     while "=" in parts[-1]:
         k, v = parts.pop().split("=")
-        init[names[k]] = int(v) if k == "tokens" else float(v)
+        if k == "hold":
+            hold = float(v)
+        else:
+            init[names[k]] = int(v) if k == "tokens" else float(v)
     steps, pf, warm, decay, final = int(parts[0]), float(parts[1]), float(parts[2]), parts[3], float(parts[4])
     betas = (float(parts[5]), float(parts[6])) if len(parts) >= 7 else (0.9, 0.999)
     return spec, Schedule(spec, steps=steps, peak_factor=pf, warmup=warm, decay=decay, final_fraction=final,
-                          betas=betas), init
+                          betas=betas, hold=hold), init
 
 
 class _Enc:
@@ -174,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     def run(sched: Schedule, overrides: dict) -> dict:
         settings = OviSettings(tokens=args.tokens, steps=sched.steps, lr=args.lr, schedule=sched)
         settings = replace(settings, **overrides)
-        toks, hist, secs = [], [], 0.0
+        toks, hist, lhist, secs = [], [], [], 0.0
         for s in range(0, len(seeds), args.batch):
             t = time.perf_counter()
             res = optimize(forward, targets[s : s + args.batch], token_width=width, seeds=seeds[s : s + args.batch],
@@ -183,8 +187,9 @@ def main(argv: list[str] | None = None) -> dict:
             secs += time.perf_counter() - t
             toks.append(res.tokens)
             hist += [h["text_cosine"] for h in res.history]
+            lhist += [h["loss"] for h in res.history]
         cos, obj, term = score(torch.cat(toks))
-        return {"cos": cos, "objective": obj, "term": term, "seconds": secs, "history": hist}
+        return {"cos": cos, "objective": obj, "term": term, "seconds": secs, "history": hist, "loss_history": lhist}
 
     rows = []
     paper = None if args.no_paper else run(SCHEDULES["paper"], {})
@@ -193,12 +198,14 @@ def main(argv: list[str] | None = None) -> dict:
         paper_third = [h[third] for h in paper["history"]]
         print(f"paper: 500 steps  cos {np.mean(paper['cos']):.5f}  objective {np.mean(paper['objective']):.5f}  "
               f"({paper['seconds']:.1f}s); its own cos at step {third}: {np.mean(paper_third):.5f} "
+              f"objective {np.mean([h[third] for h in paper['loss_history']]):.5f} "
               f"(worst prompt {min(np.array(paper_third) - np.array([h[-1] for h in paper['history']])):+.5f} vs its "
               "last step)", flush=True)
     for spec in [c for c in args.candidates.split(",") if c.strip()]:
         name, sched, init = parse_candidate(spec)
         r = run(sched, init)
-        row = {"candidate": name, "steps": sched.steps, "cos_mean": float(np.mean(r["cos"])),
+        best_seen = float(np.mean([max(h) for h in r["history"]]))  # best pre-update cosine of each prompt
+        row = {"candidate": name, "steps": sched.steps, "cos_mean": float(np.mean(r["cos"])), "best_seen": best_seen,
                "objective_mean": float(np.mean(r["objective"])), "seconds": r["seconds"]}
         if paper is not None:
             dc = np.array(r["cos"]) - np.array(paper["cos"])
@@ -211,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
               + (f"  dcos mean {row['dcos_mean']:+.5f} worst {row['dcos_worst']:+.5f}" if paper else "")
               + (f"  obj {row['objective_mean']:.5f} dobj mean {row['dobj_mean']:+.5f} worst {row['dobj_worst']:+.5f}"
                  if paper and constraint else "")
-              + f"  ({r['seconds']:.1f}s)", flush=True)
+              + f"  best-seen {best_seen:.5f}  ({r['seconds']:.1f}s)", flush=True)
     out = {"world": args.world, "label": label, "n": args.n, "dtype": str(dtype)[6:], "constraint": args.constraint,
            "paper": None if paper is None else {"cos_mean": float(np.mean(paper["cos"])),
                                                  "objective_mean": float(np.mean(paper["objective"])),

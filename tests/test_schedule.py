@@ -4,6 +4,7 @@ engine applying a schedule without breaking "a prompt in a batch == the prompt a
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -55,6 +56,25 @@ def test_schedule_validation():
         Schedule("t", steps=10, warmup=1.0)
     with pytest.raises(ValueError, match="outside"):
         lr_at(10, 10, 0.1, "paper")
+
+
+def test_fast_preset_exact_values():
+    fast = get_schedule("fast")
+    assert (fast.steps, fast.betas, warmup_steps(fast, 160)) == (160, (0.9, 0.9), 8)
+    lrs = lr_curve(160, 0.02, "fast")
+    peak = 3.0 * 0.02
+    assert lrs[:8] == [peak * (i + 1) / 8 for i in range(8)]  # warm-up over 8 steps
+    assert lrs[8:123] == [peak] * 115  # held at the peak while p = (step - 8) / 152 <= 3/4
+    assert lrs[123] == pytest.approx(peak * (1 + math.cos(math.pi * (115 / 152 - 0.75) / 0.25)) / 2, rel=1e-12)
+    assert lrs[159] == pytest.approx(peak * (1 + math.cos(math.pi * (151 / 152 - 0.75) / 0.25)) / 2, rel=1e-12)
+    assert lrs[159] < 2e-4
+
+
+def test_hold_then_linear_decay_exact():
+    s = Schedule("t", steps=10, decay="linear", hold=0.5, final_fraction=0.0)
+    # no warm-up: p = step / 10; held while p < 0.5, then q = (p - 0.5) / 0.5 and lr = 1 - q
+    assert lr_curve(10, 1.0, s) == [1.0] * 6 + [1.0 - (0.6 - 0.5) / 0.5, 1.0 - (0.7 - 0.5) / 0.5,
+                                                 1.0 - (0.8 - 0.5) / 0.5, 1.0 - (0.9 - 0.5) / 0.5]
 
 
 def test_fast_preset_shape():
