@@ -267,10 +267,12 @@ def main(argv: list[str] | None = None) -> dict:
           f"device {describe_machine(device)}; built in {time.perf_counter() - t0:.1f}s", flush=True)
     print(f"# {ref_desc}\n# {eng_desc}", flush=True)
 
-    peak32 = matmul_peak(device, torch.float32, seconds=args.peak_seconds)
-    peak_lo = matmul_peak(device, torch.bfloat16, seconds=args.peak_seconds) if dtype == torch.bfloat16 else peak32
+    n_peak = 8192 if device.type == "cuda" else 2048  # a GPU needs large products to reach its peak
+    peak32 = matmul_peak(device, torch.float32, n=n_peak, seconds=args.peak_seconds)
+    peak_lo = (matmul_peak(device, dtype, n=n_peak, seconds=args.peak_seconds) if dtype != torch.float32
+               else peak32)
     print(f"# dense matmul peak: float32 {peak32 / 1e9:.1f} GFLOP/s"
-          + (f", bfloat16 {peak_lo / 1e9:.1f} GFLOP/s" if dtype == torch.bfloat16 else ""), flush=True)
+          + (f", {str(dtype)[6:]} {peak_lo / 1e9:.1f} GFLOP/s" if dtype != torch.float32 else ""), flush=True)
 
     eng_flops_b = step_flops(model, encode_pseudo_tokens, args.batch, args.tokens, width, device, dtype) / args.batch
     ref_flops_b = step_flops(model32, full_forward, args.batch, args.tokens, width, device,
@@ -291,8 +293,8 @@ def main(argv: list[str] | None = None) -> dict:
                  "schedule": args.schedule, "patience": args.patience, "min_delta": args.min_delta,
                  "compile": args.compile, "compile_mode": args.compile_mode,
                  "matmul_peak_gflops_fp32": peak32 / 1e9}
-    if dtype == torch.bfloat16:
-        out["matmul_peak_gflops_bf16"] = peak_lo / 1e9
+    if dtype != torch.float32:
+        out[f"matmul_peak_gflops_{str(dtype)[6:]}"] = peak_lo / 1e9
 
     def engine_record(label, res, secs, cpu_s, flops_b, peak):
         prompt_steps = sum(res.steps_used)
