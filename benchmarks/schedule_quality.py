@@ -26,8 +26,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from schedule_search import parse_candidate  # noqa: E402
+
 from ovi_cli import settings as settings_mod  # noqa: E402
-from ovi_cli.schedule import SCHEDULES  # noqa: E402
 from ovi_cli.toy import eval as toy_eval  # noqa: E402
 
 METRICS = ("oracle_object_acc", "oracle_exact", "oracle_colour_acc", "clip_score", "embed_text_cosine", "fid")
@@ -37,7 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prompts", type=int, default=48)
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--schedules", default="paper,fast")
+    ap.add_argument("--schedules", default="paper,fast",
+                    help="comma-separated preset names or schedule_search.py candidate specs (STEPS:PF:...)")
     ap.add_argument("--methods", default="ovi,ovi+nn,ovi+mahalanobis:0.03",
                     help="comma-separated: ovi, ovi+nn, ovi+mahalanobis:W")
     args = ap.parse_args(argv)
@@ -53,9 +57,10 @@ def main(argv: list[str] | None = None) -> dict:
     base = settings_mod.GenSettings
     for seed in seeds:
         for name in args.schedules.split(","):
-            steps = SCHEDULES[name].steps
+            sched = parse_candidate(name)[1]
+            steps = sched.steps
             with tempfile.TemporaryDirectory() as tmp, \
-                    mock.patch.object(settings_mod, "GenSettings", functools.partial(base, schedule=name)), \
+                    mock.patch.object(settings_mod, "GenSettings", functools.partial(base, schedule=sched)), \
                     mock.patch.object(toy_eval, "heldout_prompts", lambda n, s: fixed_prompts[:n]):
                 res = toy_eval.run_eval(Path(tmp), prompts=args.prompts, steps=steps, seed=seed, methods=methods)
             rows = {r["method"]: r for r in res.rows}
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
             + (f" diff {per[metric][f'{names[1]}_minus_{names[0]}']['mean']:+.4f}" if len(names) == 2 else "")
             + f" seed-noise {per[metric]['seed_noise_max_abs_diff']:.4f}"
             for metric in ("oracle_object_acc", "clip_score", "embed_text_cosine")), flush=True)
-    out = {"prompts": args.prompts, "seeds": seeds, "schedules": {n: SCHEDULES[n].steps for n in names},
+    out = {"prompts": args.prompts, "seeds": seeds, "schedules": {n: parse_candidate(n)[1].steps for n in names},
            "summary": summary, "seconds_total": time.perf_counter() - t0}
     print(json.dumps(out))
     return out
