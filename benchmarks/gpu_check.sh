@@ -19,9 +19,9 @@
 #   speed_b1, speed_b32   the same shape at batch 1 and 32, 40 / 20 steps each loop (per-step numbers)
 #   nn        the nn constraint's cost per engine step at batch 8 over 118,287 x 1280 (COCO-sized) stored
 #             embeddings: exact matmul search on the GPU (and faiss flat on the host, if installed)
-#   compile_eager, compile_default, compile_cudagraphs   engine only, batch 8, 40 steps, run twice in one
-#             process (first run includes compilation): eager vs torch.compile vs torch.compile
-#             mode="reduce-overhead" (CUDA graphs)
+#   compile_default, compile_cudagraphs   engine only, batch 8, 40 steps: eager vs torch.compile (default
+#             mode; then mode="reduce-overhead", i.e. CUDA graphs), alternating in one process, 3 rounds
+#             (round 0 includes compilation)
 #
 # A dry run of the script's plumbing without a GPU: DEVICE=cpu SHAPE=tiny NN_SIZE=20000 bash benchmarks/gpu_check.sh
 set -u
@@ -84,8 +84,8 @@ part speed_b8 200 $S --batch 8
 part speed_b1 90 $S --batch 1 --steps 40 --engine-steps 40
 part speed_b32 120 $S --batch 32 --steps 20 --engine-steps 20
 part nn 120 $PY benchmarks/nn_overhead.py --device $DEVICE --shape $SHAPE --batch 8 --steps 10 --sizes $NN_SIZE
-part compile_eager 60 $S --batch 8 --skip-reference --engine-steps 40 --repeats 2
-part compile_default 180 $S --batch 8 --skip-reference --engine-steps 40 --repeats 2 --compile-mode default
-part compile_cudagraphs 180 $S --batch 8 --skip-reference --engine-steps 40 --repeats 2 --compile-mode reduce-overhead
+part compile_default 200 $S --batch 8 --skip-reference --engine-steps 40 --repeats 2 --compile-compare default
+part compile_cudagraphs 200 $S --batch 8 --skip-reference --engine-steps 40 --repeats 2 \
+  --compile-compare reduce-overhead
 echo "### done in $(($(date +%s) - START))s" | tee -a "$LOG"
 rm -rf "$TMP"

@@ -220,6 +220,10 @@ def main(argv: list[str] | None = None) -> dict:
                     choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
                     help="compile the engine's forward here with this torch.compile mode (reduce-overhead: CUDA "
                     "graphs); compile time included")
+    ap.add_argument("--compile-compare", default=None,
+                    choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+                    help="also run the engine eager and compiled with this torch.compile mode, alternately, "
+                    "--repeats + 1 rounds in this process (round 0 includes compilation)")
     ap.add_argument("--ablate", action="store_true",
                     help="also run: the engine with the paper schedule (per-step speed alone), the engine in float32, "
                     "the engine under bf16 autocast of float32 weights (the old way), the reference in bf16 (CPU)")
@@ -347,6 +351,8 @@ def main(argv: list[str] | None = None) -> dict:
     eng = {**min(eng_runs, key=lambda r: r["seconds"]), "all_seconds": [r["seconds"] for r in eng_runs]}
     out["engine"] = eng
 
+    if args.compile_compare:
+        out["compile_compare"] = compile_compare(args, model, width, targets, seeds, eng_settings, device, dtype)
     if args.ablate:
         out["ablation"] = ablation(args, model, model32, targets, seeds, init, width, dtype, device, ref_amp,
                                    eng_flops_b, peak32, peak_lo, engine_record)
@@ -374,6 +380,37 @@ def main(argv: list[str] | None = None) -> dict:
     result = {**summary, **out}
     print(json.dumps(result))
     return result
+
+
+def compile_compare(args, model, width, targets, seeds, settings, device, dtype) -> dict:
+    """Eager vs `torch.compile(mode=...)` of the engine's forward, alternating in one process."""
+    mode = args.compile_compare
+    variants = {"eager": ovi_forward(model, dtype), mode: torch.compile(ovi_forward(model, dtype), mode=mode)}
+    rec = {k: {"first_seconds": None, "seconds": []} for k in variants}
+    for rnd in range(max(1, args.repeats) + 1):
+        for name, fwd in variants.items():
+            try:
+                res, secs, _ = run_engine(fwd, width, targets, seeds, settings, device, dtype)
+            except Exception as exc:  # a compiler failure: recorded, not fatal
+                rec[name]["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                print(f"compile_compare {name}: failed: {rec[name]['error']}", flush=True)
+                continue
+            if rnd == 0:
+                rec[name]["first_seconds"] = secs
+            else:
+                rec[name]["seconds"].append(secs)
+            rec[name]["cos_mean"] = sum(res.text_cosine) / len(res.text_cosine)
+    for r in rec.values():
+        if r["seconds"]:
+            r["best_seconds"] = min(r["seconds"])
+            r["steps_per_s"] = settings.steps / r["best_seconds"]
+    if rec["eager"].get("best_seconds") and rec[mode].get("best_seconds"):
+        rec["speedup_after_compilation"] = rec["eager"]["best_seconds"] / rec[mode]["best_seconds"]
+        rec["compile_seconds"] = rec[mode]["first_seconds"] - rec[mode]["best_seconds"]
+        print(f"compile_compare: eager {rec['eager']['best_seconds']:.2f}s, {mode} {rec[mode]['best_seconds']:.2f}s "
+              f"({rec['speedup_after_compilation']:.2f}x after compilation; first run "
+              f"{rec[mode]['first_seconds']:.1f}s)", flush=True)
+    return rec
 
 
 def ablation(args, model, model32, targets, seeds, init, width, dtype, device, ref_amp, eng_flops_b, peak32,
