@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ovi_cli.pipeline import Reporter
+from ovi_cli.api import Reporter
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, log_path=False)
 

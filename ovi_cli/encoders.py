@@ -18,11 +18,11 @@ import torch
 from torch import Tensor
 
 from ovi_cli.devices import autocast_context
-from ovi_cli.errors import OviError
+from ovi_cli.errors import OviError, first_line
 from ovi_cli.hub import resolve_model_dir
 from ovi_cli.pseudo_tokens import encode_pseudo_tokens
+from ovi_cli.settings import DEFAULT_ENCODER_MODEL
 
-DEFAULT_ENCODER_MODEL = "kandinsky-community/kandinsky-2-2-prior"
 ENCODER_SUBFOLDERS = ("image_encoder", "text_encoder", "tokenizer", "image_processor")
 
 
@@ -101,7 +101,7 @@ class Encoders:
                 tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
                 processor = _image_processor_class().from_pretrained(root / "image_processor")
         except OSError as exc:
-            raise OviError(f"cannot load encoders from {source!r}: {_first_line(exc)}") from exc
+            raise OviError(f"cannot load encoders from {source!r}: {first_line(exc, with_type=False)}") from exc
         return cls(text, vision, tokenizer, processor, source=source, device=device, dtype=dtype)
 
     # ---- facts about the towers -------------------------------------------------------------
@@ -198,11 +198,6 @@ class Encoders:
     def describe(self) -> dict:
         return {"source": self.source, "fingerprint": self.fingerprint(),
                 "embed_dim": self.embed_dim, "token_width": self.token_width}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def encoder_root_has_layout(path: Path) -> bool:

@@ -18,30 +18,18 @@ import torch
 from torch import Tensor
 
 from ovi_cli import __version__
-from ovi_cli.api import Constraint, ConstraintContext, ConstraintSpec, PriorJob
+from ovi_cli.api import Constraint, ConstraintContext, ConstraintSpec, PriorJob, Reporter, resolve_options
 from ovi_cli.devices import resolve_device, resolve_dtype
-from ovi_cli.encoders import Encoders, TextEncoding
+from ovi_cli.encoders import ENCODER_SUBFOLDERS, Encoders, TextEncoding
 from ovi_cli.errors import OviError
+from ovi_cli.hub import ModelRef, check_models
 from ovi_cli.losses import cosine
 from ovi_cli.outputs import atomic_outputs, result_paths
 from ovi_cli.plugins import Registry, get_registry
+from ovi_cli.prompts import validate_prompts
 from ovi_cli.settings import NEGATIVE_KINDS, GenSettings
 
-
-class Reporter:
-    """Progress and warnings from a run; the CLI renders them with Rich. Default: silent."""
-
-    def warn(self, message: str) -> None:
-        pass
-
-    def stage(self, name: str) -> None:
-        pass
-
-    def ovi_progress(self, step: int, total: int, values: dict[str, list[float]]) -> None:
-        pass
-
-    def decode_progress(self, step: int, total: int) -> None:
-        pass
+OPTION_KINDS = ("prior", "constraint", "decoder")  # plugin kinds that declare `--option`s
 
 
 @dataclass
@@ -55,14 +43,19 @@ class EmbedBatch:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def validate_prompts(prompts: Sequence[str]) -> list[str]:
-    out = []
-    for p in prompts:
-        if not isinstance(p, str) or not p.strip():
-            raise OviError("empty prompt: give some text to generate from")
-        out.append(p.strip())
-    if not out:
-        raise OviError("no prompt given")
+def check_plugin_options(settings: GenSettings, registry: Registry) -> dict[str, dict[str, Any]]:
+    """Every `--option PLUGIN.KEY=VALUE` checked against the plugin that declares it.
+
+    Returns the options resolved (defaults applied) for each plugin named in `settings.options`.
+    """
+    out = {}
+    for owner, given in settings.options.items():
+        cls = next((registry.entries[k][owner].cls for k in OPTION_KINDS if owner in registry.entries[k]), None)
+        if cls is None:
+            known = sorted({n for k in OPTION_KINDS for n in registry.entries[k]})
+            raise OviError(f"--option {owner}.*: no prior, constraint or decoder is named {owner!r} "
+                           f"(known: {', '.join(known)})")
+        out[owner] = resolve_options(cls, owner, given)
     return out
 
 
@@ -81,12 +74,15 @@ class OviPipeline:
         self.reporter = reporter or Reporter()
         self.registry = registry or get_registry()
         self._validate()
+        check_plugin_options(settings, self.registry)
         self.device = resolve_device(settings.device)
         self.dtype = resolve_dtype(settings.dtype, self.device)
-        self.prior = self.registry.get("prior", settings.prior)()
-        self.decoder = self.registry.get("decoder", settings.decoder)(
-            settings, self.device, self.dtype
-        )
+        prior_cls = self.registry.get("prior", settings.prior)
+        self.prior_options = resolve_options(prior_cls, settings.prior, settings.options_for(settings.prior))
+        self.prior = prior_cls()
+        decoder_cls = self.registry.get("decoder", settings.decoder)
+        self.decoder = decoder_cls(settings, self.device, self.dtype, resolve_options(
+            decoder_cls, settings.decoder, settings.options_for(settings.decoder)))
         self.specs = [ConstraintSpec.parse(c) for c in settings.constraints]
         for spec in self.specs:
             self.registry.get("constraint", spec.name)
@@ -94,7 +90,7 @@ class OviPipeline:
             raise OviError(f"prior {settings.prior!r} takes no constraints (--constraint is for ovi)")
         self.encoders = encoders
         self.constraints: list[Constraint] | None = None
-        self.store = None
+        self.store: Any = None  # the stats store, once a constraint (or a caller) opened one
         self._decoder_loaded = False
         self._negative: Tensor | None = None
         self.timings: dict[str, float] = {}
@@ -116,9 +112,37 @@ class OviPipeline:
             if not ok:
                 raise OviError(message)
 
+    def required_models(self) -> list[ModelRef]:
+        """Every model this pipeline loads: encoders, prior, decoder (resolved before loading any)."""
+        refs = [] if self.encoders is not None else [
+            ModelRef(self.settings.encoder_model, "encoder", "--encoder-model", ENCODER_SUBFOLDERS)]
+        refs += self.prior.required_models(self.prior_options, self.settings)
+        if not self._decoder_loaded:
+            refs += self.decoder.required_models()
+        return refs
+
+    @property
+    def needs_store(self) -> bool:
+        """True when a constraint of this pipeline reads a stats store."""
+        return any(self.registry.get("constraint", s.name).needs_stats for s in self.specs)
+
+    @property
+    def produces_images(self) -> bool:
+        return bool(self.decoder.produces_images)
+
     # ---- loading ------------------------------------------------------------------------------
-    def load(self) -> None:
-        """Load everything a run needs (idempotent); slow on real models."""
+    def load(self, *, encoders: Encoders | None = None, store: Any = None) -> None:
+        """Load everything a run needs (idempotent); slow on real models.
+
+        `encoders` and `store` already loaded elsewhere (e.g. by another pipeline) are used
+        instead of loading them again.
+        """
+        if encoders is not None and self.encoders is None:
+            self.encoders = encoders
+        if store is not None and self.store is None:
+            self.store = store
+        if self.encoders is None or not self._decoder_loaded:
+            check_models(self.required_models())
         if self.encoders is None:
             self.reporter.stage(f"loading encoders from {self.settings.encoder_model}")
             t = time.perf_counter()
@@ -135,21 +159,30 @@ class OviPipeline:
             self._decoder_loaded = True
             self.timings["load_decoder_s"] = time.perf_counter() - t
 
-    def _build_constraints(self) -> list[Constraint]:
-        classes = [self.registry.get("constraint", s.name) for s in self.specs]
-        if any(c.needs_stats for c in classes):
+    def open_store(self) -> Any:
+        """The stats store (`--stats`, or the newest one of this encoder), opened once."""
+        if self.store is None:
             from ovi_stats.store import open_store_for
 
             self.reporter.stage("loading image statistics")
             self.store = open_store_for(self.settings.stats, self.encoders)
-        context = ConstraintContext(
-            encoders=self.encoders, device=self.device, dtype=self.dtype, store=self.store,
-            options=dict(self.settings.constraint_options),
-        )
+        return self.store
+
+    def constraint_context(self, options: dict[str, Any] | None = None) -> ConstraintContext:
+        """What a constraint of this pipeline is built from (also for weight-0 trackers)."""
+        assert self.encoders is not None
+        return ConstraintContext(encoders=self.encoders, device=self.device, dtype=self.dtype,
+                                 store=self.store, options=dict(options or {}), warn=self.reporter.warn)
+
+    def _build_constraints(self) -> list[Constraint]:
+        classes = [self.registry.get("constraint", s.name) for s in self.specs]
+        if any(c.needs_stats for c in classes):
+            self.open_store()
         out = []
         for spec, cls in zip(self.specs, classes):
             weight = cls.default_weight if spec.weight is None else spec.weight
-            out.append(cls(weight, context))
+            opts = resolve_options(cls, spec.name, self.settings.options_for(spec.name))
+            out.append(cls(weight, self.constraint_context(opts)))
         return out
 
     def negative_embedding(self) -> Tensor:
@@ -163,8 +196,18 @@ class OviPipeline:
         return self._negative
 
     # ---- running ------------------------------------------------------------------------------
-    def embed(self, prompts: Sequence[str], seeds: Sequence[int] | None = None) -> EmbedBatch:
-        """Image embeddings for a batch of prompts (no decoding)."""
+    def embed(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int] | None = None,
+        *,
+        trackers: Sequence[Constraint] = (),
+    ) -> EmbedBatch:
+        """Image embeddings for a batch of prompts (no decoding).
+
+        `trackers`: extra constraints for this call only, typically weight 0 (they record a
+        value at every OVI step without changing the result; `ovi compare` draws them).
+        """
         prompts = validate_prompts(prompts)
         seeds = list(seeds) if seeds is not None else [self.settings.seed] * len(prompts)
         if len(seeds) != len(prompts):
@@ -185,8 +228,9 @@ class OviPipeline:
         t = time.perf_counter()
         job = PriorJob(
             prompts=prompts, text=text, encoders=self.encoders, seeds=seeds,
-            settings=self.settings, constraints=self.constraints,
-            on_progress=self.reporter.ovi_progress,
+            settings=self.settings, constraints=[*self.constraints, *trackers],
+            on_progress=self.reporter.ovi_progress, options=dict(self.prior_options),
+            warn=self.reporter.warn,
         )
         out = self.prior.embed(job)
         timings["prior_s"] = time.perf_counter() - t
@@ -264,10 +308,8 @@ class OviPipeline:
             "negative": s.negative,
             "truncated": bool(batch.text.truncated[i]) if batch.text.truncated else False,
             **rec,
-            "decoding": {
-                "height": s.height, "width": s.width, "steps": s.decoder_steps,
-                "guidance_scale": s.guidance_scale,
-            } if self.decoder.produces_images else None,
+            "options": self.options_used(),
+            "decoding": self.decoding_record() if self.decoder.produces_images else None,
             "timings": {**self.timings, **batch.timings},
             "models": {
                 "encoder": self.encoders.describe(),
@@ -279,6 +321,19 @@ class OviPipeline:
             "versions": package_versions(),
             "history": history,
         }
+
+
+    def options_used(self) -> dict[str, dict[str, Any]]:
+        """The resolved options of the prior, the constraints and the decoder (non-empty ones)."""
+        out = {self.settings.prior: self.prior_options, self.settings.decoder: self.decoder.options}
+        for c in self.constraints or []:
+            out[c.name] = c.context.options
+        return {k: v for k, v in out.items() if v}
+
+    def decoding_record(self) -> dict[str, Any]:
+        """The decoding settings this decoder uses (e.g. the toy decoder ignores steps and guidance)."""
+        names = {"decoder_steps": "steps"}
+        return {names.get(k, k): getattr(self.settings, k) for k in self.decoder.uses_settings}
 
 
 def save_embeddings(path: Path, batch: EmbedBatch, i: int) -> None:

@@ -1,12 +1,14 @@
-"""The settings of one `ovi gen` run, shared by the CLI, the library and the plugins."""
+"""The settings of one `ovi gen` run, shared by the CLI, the library and the plugins.
+
+Light on purpose (no torch): the commands read their defaults from here before any model loads.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ovi_cli.encoders import DEFAULT_ENCODER_MODEL
-
+DEFAULT_ENCODER_MODEL = "kandinsky-community/kandinsky-2-2-prior"
 DEFAULT_DECODER_MODEL = "kandinsky-community/kandinsky-2-2-decoder"
 NEGATIVE_KINDS = ("zero-image", "zeros")
 
@@ -27,10 +29,9 @@ class GenSettings:
     seed: int = 0
     constraints: list[str] = field(default_factory=list)  # "NAME[:WEIGHT]"
     stats: str | None = None
-    constraint_options: dict[str, Any] = field(default_factory=dict)
-    # other priors (e.g. eclipse, kandinsky): their own model and options
-    prior_model: str | None = None
-    prior_options: dict[str, Any] = field(default_factory=dict)
+    # plugin-owned options, by plugin name: {"nn": {"k": 3}, "eclipse": {"model": "DIR"}};
+    # each plugin declares and checks its own (`ovi_cli.api.PluginOption`)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # decoding
     negative: str = "zero-image"
     height: int = 512
@@ -44,3 +45,7 @@ class GenSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def options_for(self, plugin: str) -> dict[str, Any]:
+        """What the user set for `plugin` (no defaults: those come from the plugin)."""
+        return dict(self.options.get(plugin, {}))

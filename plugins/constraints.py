@@ -9,23 +9,25 @@ the unweighted `term_c`.
   its well-conditioned precision (inverse of the shrunk covariance), evaluated as
   `||L^T (e - mu)||^2` with the store's precomputed Cholesky factor `P = L L^T`.
 - `nn` (default weight 0.5): `mean_{j=1..k} (1 - cos(e, n_j))`, `n_1..n_k` the raw stored
-  embeddings of the `k` nearest images to the current embedding (`--nn-k`, default 1), searched
-  in the store's faiss index (cosine) every `--nn-every` steps (default 1) and held constant in
-  between and within a step (no gradient flows through the search).
+  embeddings of the `k` nearest images to the current embedding (`--option nn.k`, default 1),
+  searched in the store's faiss index (cosine) every `--option nn.every` steps (default 1) and
+  held constant in between and within a step (no gradient flows through the search).
+
+Light on import (torch and numpy load when a constraint is built), so listing plugins is cheap.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from ovi_cli import hookimpl
-from ovi_cli.api import Constraint, ConstraintContext
+from ovi_cli.api import Constraint, ConstraintContext, PluginOption
 from ovi_cli.errors import OviError
-from ovi_cli.losses import cosine, mahalanobis_sq, nn_term
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import Tensor
 
 
 def require_store(context: ConstraintContext, name: str) -> Any:
@@ -47,11 +49,16 @@ def require_store(context: ConstraintContext, name: str) -> Any:
 
 
 def _as_tensor(value: Any, device: torch.device, dtype: torch.dtype) -> Tensor:
+    import numpy as np
+    import torch
+
     return torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value).to(device, dtype)
 
 
 def work_dtype(device: torch.device) -> torch.dtype:
     """float64 where the device has it (CPU, CUDA); float32 on MPS."""
+    import torch
+
     return torch.float32 if torch.device(device).type == "mps" else torch.float64
 
 
@@ -77,9 +84,15 @@ class MahalanobisConstraint(Constraint):
         self.chol = _as_tensor(store.precision_cholesky, context.device, dtype)
 
     def term(self, embeds: Tensor, step: int, rows: Tensor) -> Tensor:
+        from ovi_cli.losses import mahalanobis_sq
+
         return mahalanobis_sq(embeds, self.mean, self.chol).float()
 
     def report(self, embeds: Tensor) -> list[dict[str, Any]]:
+        import torch
+
+        from ovi_cli.losses import cosine, mahalanobis_sq
+
         with torch.no_grad():
             e = embeds.to(self.mean.device)
             d2 = mahalanobis_sq(e, self.mean, self.chol).clamp_min(0).sqrt().cpu().tolist()
@@ -90,9 +103,9 @@ class MahalanobisConstraint(Constraint):
 class NearestNeighborConstraint(Constraint):
     """`mean_{j<=k} (1 - cos(e, n_j))`, `n_j` the raw stored embeddings nearest to `e` (faiss).
 
-    Options (from `ConstraintContext.options`, i.e. `--nn-k`, `--nn-every`): `nn_k` neighbours
-    (default 1), searched with the detached current embedding at steps 0, K, 2K, ... for
-    `nn_every = K` (default 1: every step) and reused in between, per prompt (by its row in the
+    Options (`--option nn.k=K`, `--option nn.every=E`; aliases `--nn-k`, `--nn-every`): `k`
+    neighbours (default 1), searched with the detached current embedding at steps 0, E, 2E, ...
+    for `every = E` (default 1: every step) and reused in between, per prompt (by its row in the
     original batch, since finished prompts leave the batch). The final embedding (evaluated
     without autograd) is always searched afresh, so its term and the sidecar's neighbours agree.
     Sidecar values: `k`, `every`, `searches` (index searches made for the prompt, the final one
@@ -103,16 +116,23 @@ class NearestNeighborConstraint(Constraint):
     default_weight = 0.5
     needs_stats = True
     description = "mean_k (1 - cos(e, nearest stored image embeddings)): stay near real images"
+    options = (
+        PluginOption("k", int, 1, "neighbours per search (the term is the mean over them)", minimum=1),
+        PluginOption("every", int, 1, "search the index every E steps (neighbours are reused between)",
+                     minimum=1),
+    )
 
     def __init__(self, weight: float, context: ConstraintContext) -> None:
+        import torch
+
         super().__init__(weight, context)
         self.store = require_store(context, self.name)
         opts = context.options or {}
-        self.k = _positive_int(opts.get("nn_k", 1), "--nn-k")
-        self.every = _positive_int(opts.get("nn_every", 1), "--nn-every")
+        self.k = _positive_int(opts.get("k", 1), "--option nn.k")
+        self.every = _positive_int(opts.get("every", 1), "--option nn.every")
         count = int(self.store.count)
         if self.k > count:
-            raise OviError(f"--nn-k {self.k} is more than the {count} images in the stats store")
+            raise OviError(f"--option nn.k={self.k} is more than the {count} images in the stats store")
         self._vectors: Tensor | None = None  # [R, k, D] float32 on the device, by original row
         self._have = torch.zeros(0, dtype=torch.bool)  # [R]: row R has neighbours
         self._searches = torch.zeros(0, dtype=torch.long)  # [R]: index searches for row R
@@ -120,6 +140,9 @@ class NearestNeighborConstraint(Constraint):
     # ---- the index --------------------------------------------------------------------------
     def neighbours(self, embeds: Tensor) -> tuple[np.ndarray, np.ndarray, Tensor]:
         """(faiss cosines `[B, k]`, ids `[B, k]`, raw stored embeddings `[B, k, D]` on the device)."""
+        import numpy as np
+        import torch
+
         queries = np.ascontiguousarray(embeds.detach().float().cpu().numpy(), dtype=np.float32)
         cos, ids = self.store.search(queries, self.k)
         ids = np.asarray(ids, dtype=np.int64)
@@ -130,6 +153,8 @@ class NearestNeighborConstraint(Constraint):
         return np.asarray(cos), ids, vectors
 
     def _ensure(self, rows: int, dim: int, device: torch.device) -> None:
+        import torch
+
         if self._vectors is None or self._vectors.device != device:
             self._vectors = torch.zeros(0, self.k, dim, device=device)
             self._have = torch.zeros(0, dtype=torch.bool)
@@ -142,6 +167,10 @@ class NearestNeighborConstraint(Constraint):
 
     # ---- Constraint ---------------------------------------------------------------------------
     def term(self, embeds: Tensor, step: int, rows: Tensor) -> Tensor:
+        import torch
+
+        from ovi_cli.losses import nn_term
+
         rows = torch.as_tensor(rows, dtype=torch.long).cpu()
         if step == 0:  # a new batch: forget the neighbours of the previous one
             self._have = torch.zeros_like(self._have)
@@ -158,6 +187,10 @@ class NearestNeighborConstraint(Constraint):
         return nn_term(embeds, self._vectors[rows.to(embeds.device)])
 
     def report(self, embeds: Tensor) -> list[dict[str, Any]]:
+        import torch
+
+        from ovi_cli.losses import cosine
+
         with torch.no_grad():
             _, ids, vectors = self.neighbours(embeds)
             cos = cosine(embeds.float().unsqueeze(1).to(vectors.device), vectors).cpu().tolist()
@@ -171,6 +204,8 @@ class NearestNeighborConstraint(Constraint):
 
 
 def _positive_int(value: Any, flag: str) -> int:
+    import numpy as np
+
     ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
     if not ok:
         raise OviError(f"{flag} must be a whole number >= 1 (got {value!r})")

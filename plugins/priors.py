@@ -1,10 +1,12 @@
-"""Built-in priors: `ovi` (optimisation-based visual inversion) and `textemb` (the text embedding)."""
+"""Built-in priors: `ovi` (optimisation-based visual inversion) and `textemb` (the text embedding).
+
+Light on import: the engine (torch) loads when a prior first runs.
+"""
 
 from __future__ import annotations
 
 from ovi_cli import hookimpl
 from ovi_cli.api import Prior, PriorJob, PriorOutput
-from ovi_cli.engine import OviSettings, auto_dtype, optimize
 
 
 class OviPrior(Prior):
@@ -15,6 +17,8 @@ class OviPrior(Prior):
     uses_constraints = True
 
     def embed(self, job: PriorJob) -> PriorOutput:
+        from ovi_cli.engine import OviSettings, auto_dtype, optimize
+
         s = job.settings
         settings = OviSettings(
             tokens=s.tokens, steps=s.steps, lr=s.lr, weight_decay=s.weight_decay,
@@ -33,7 +37,7 @@ class OviPrior(Prior):
             device=enc.device,
             dtype=dtype,
             on_progress=job.on_progress,
-            on_warning=self._warn_once,
+            on_warning=lambda message: self._warn_once(job, message),
         )
         final_embeds = result.image_embeds
         reports = [c.report(final_embeds) for c in job.constraints]
@@ -53,14 +57,12 @@ class OviPrior(Prior):
             })
         return PriorOutput(final_embeds, records)
 
-    def _warn_once(self, message: str) -> None:
-        """One `ovi: warning:` line per distinct message (e.g. a --compile fallback), not per batch."""
-        from ovi_cli.console import warn
-
+    def _warn_once(self, job: PriorJob, message: str) -> None:
+        """One warning per distinct message (e.g. a --compile fallback), not one per batch."""
         warned = self.__dict__.setdefault("_warned", set())
         if message not in warned:
             warned.add(message)
-            warn(message)
+            job.warn(message)
 
 
 class TextEmbPrior(Prior):

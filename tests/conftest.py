@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,9 +10,7 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for the hub from tests
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).parent))
-
-import tiny_models  # noqa: E402
+from tests.helpers import tiny_models  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

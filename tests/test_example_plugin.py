@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ovi_cli.plugins import get_registry
+from ovi_cli.plugins import set_registry
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ovi-norm-constraint"
 
@@ -28,12 +28,12 @@ def installed_example(tmp_path_factory):
     )
     assert res.returncode == 0, res.stderr
     importlib.invalidate_caches()
-    get_registry.cache_clear()
+    set_registry(None)
     yield
     subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", "ovi-norm-constraint"],
                    check=False, capture_output=True)
     importlib.invalidate_caches()
-    get_registry.cache_clear()
+    set_registry(None)
 
 
 @pytest.fixture(scope="module")

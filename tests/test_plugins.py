@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ovi_cli.plugins import get_registry, load_registry
+from ovi_cli.plugins import load_registry, set_registry
 
 PKG = Path(__file__).parent / "plugin_pkg"
 
@@ -31,11 +31,11 @@ def installed_plugin():
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(PKG)],
         check=True, capture_output=True,
     )
-    get_registry.cache_clear()
+    set_registry(None)
     yield
     subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", "ovi-test-plugin"],
                    check=False, capture_output=True)
-    get_registry.cache_clear()
+    set_registry(None)
 
 
 def test_third_party_plugin_is_listed_and_broken_one_reported(installed_plugin, run_cli):

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ovi_cli.toy import dataset as D
-from ovi_cli.toy import oracle as O
-from ovi_cli.toy.preset import MODELS_DIR, toy_paths
+from ovi_plugins.toy import dataset as D
+from ovi_plugins.toy import oracle as O
+from ovi_plugins.toy.preset import MODELS_DIR, toy_paths
 
 SHIPPED = toy_paths()
 
@@ -81,7 +81,7 @@ def test_oracle_rejects_wrong_colour_and_wrong_binding():
 
 # ---- 3. metrics -----------------------------------------------------------------------------
 def test_frechet_distance_exact_values():
-    from ovi_cli.toy.eval import fid_of, frechet_distance
+    from ovi_plugins.toy.eval import fid_of, frechet_distance
 
     mu1, mu2 = np.array([0.0, 0.0]), np.array([3.0, 4.0])
     c1, c2 = np.diag([4.0, 1.0]), np.diag([1.0, 9.0])
@@ -97,7 +97,7 @@ def test_frechet_distance_exact_values():
 def test_word_level_tokenizer_loads_as_clip_tokenizer(tmp_path):
     from transformers import CLIPTokenizer
 
-    from ovi_cli.toy.tokenizer import toy_words, write_tokenizer
+    from ovi_plugins.toy.tokenizer import toy_words, write_tokenizer
 
     tok = CLIPTokenizer.from_pretrained(write_tokenizer(tmp_path / "tok"))
     for w in toy_words():
@@ -165,12 +165,12 @@ def test_gen_model_toy_keeps_explicit_flags_and_rejects_unknown_models(run_cli, 
     assert res.code == 0, res.stderr
     assert Image.open(out).size == (48, 32)
     res = run_cli("gen", "a blue square", "--model", "nope", "--out", out, "--quiet")
-    assert res.code == 2 and "unknown --model 'nope'" in res.stderr and res.stderr.count("\n") == 1
+    assert res.code == 2 and "unknown model 'nope'; available: toy" in res.stderr and res.stderr.count("\n") == 1
 
 
 # ---- 6. reduced `ovi eval toy` (CI) -------------------------------------------------------------
 def test_reduced_eval_toy_prints_and_saves_the_table(run_cli, tmp_path):
-    from ovi_cli.toy.eval import COLUMNS, default_methods
+    from ovi_plugins.toy.eval import COLUMNS, default_methods
 
     out = tmp_path / "eval"
     res = run_cli("eval", "toy", "--prompts", "4", "--steps", "10", "--reference", "40", "--out", out, "--quiet")
@@ -199,7 +199,7 @@ def test_toy_eval_alias_and_one_line_errors(run_cli, tmp_path):
 
 
 def test_bpe_merges_make_words_single_symbols_exact():
-    from ovi_cli.toy.tokenizer import learn_word_merges
+    from ovi_plugins.toy.tokenizer import learn_word_merges
 
     # counts tie at 1 each round: the lexicographically smallest pair wins
     assert learn_word_merges(["ab", "abb"]) == [("a", "b"), ("a", "b</w>"), ("ab", "b</w>")]
@@ -208,7 +208,7 @@ def test_bpe_merges_make_words_single_symbols_exact():
 def test_contrastive_loss_exact_values():
     import math
 
-    from ovi_cli.toy.train import contrastive_loss
+    from ovi_plugins.toy.train import contrastive_loss
 
     a = torch.eye(2)
     one = torch.tensor(1.0)

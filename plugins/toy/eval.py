@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from ovi_cli.outputs import atomic_outputs
-from ovi_cli.toy.dataset import heldout_prompts, make_arrays, parse_prompt, render, scene_for_objects
-from ovi_cli.toy.oracle import judge
-from ovi_cli.toy.preset import MODELS_DIR, toy_paths
+from ovi_plugins.toy.dataset import heldout_prompts, make_arrays, parse_prompt, render, scene_for_objects
+from ovi_plugins.toy.oracle import judge
+from ovi_plugins.toy.preset import MODELS_DIR, toy_paths
 
 COLUMNS = ("method", "oracle_object_acc", "oracle_exact", "oracle_colour_acc", "clip_score", "fid",
            "nn_cosine", "embed_text_cosine", "seconds")
@@ -153,7 +153,8 @@ def run_eval(
         settings = GenSettings(
             prior=m.prior, decoder="toy", encoder_model=str(paths["encoder"]), decoder_model=str(paths["decoder"]),
             stats=str(paths["stats"]), constraints=list(m.constraints), steps=steps, height=64, width=64,
-            device="cpu", prior_model=str(paths["prior"]) if m.prior == "toy-prior" else None, seed=seed,
+            device="cpu", seed=seed,
+            options={"toy-prior": {"model": str(paths["prior"])}} if m.prior == "toy-prior" else {},
         )
         t = time.perf_counter()
         pipe = OviPipeline(settings, encoders=encoders)

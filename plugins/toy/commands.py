@@ -1,4 +1,7 @@
-"""`ovi toy dataset|train|eval` and `ovi eval toy`: the offline toy world (see README, "Try it offline")."""
+"""`ovi toy dataset|train|eval` and `ovi eval toy`: the offline toy world's commands (docs/toy.md).
+
+Registered through the toy plugin's `register_commands` hook; light on import (Typer only).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from ovi_cli import options
 from ovi_cli.errors import OviError
 
 
@@ -31,15 +35,15 @@ def eval_toy_command(
         help="Comma-separated mahalanobis weights to compare (the largest should collapse).")] = "0.003,0.03,1",
     reference: Annotated[int, typer.Option(help="Real held-out images for FID.")] = 500,
     models: Annotated[Path | None, typer.Option(help="Toy models folder (default: the shipped ones).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+    quiet: options.Quiet = False,
 ) -> None:
     """Compare textemb, ovi, ovi+mahalanobis, ovi+nn and the trained toy prior on held-out prompts."""
     from rich.console import Console
     from rich.table import Table
 
     from ovi_cli.console import err_console
-    from ovi_cli.toy.eval import COLUMNS, default_methods, format_row, run_eval
-    from ovi_cli.toy.preset import MODELS_DIR
+    from ovi_plugins.toy.eval import COLUMNS, default_methods, format_row, run_eval
+    from ovi_plugins.toy.preset import MODELS_DIR
 
     if reference < 2:
         raise OviError("--reference must be >= 2")
@@ -70,7 +74,7 @@ def add_commands(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     ) -> None:
         """Write synthetic shape images with captions and a held-out split of unseen colour-shape pairs."""
-        from ovi_cli.toy.dataset import write_dataset
+        from ovi_plugins.toy.dataset import write_dataset
 
         if n < 1 or (heldout is not None and heldout < 0):
             raise OviError("--n must be >= 1 and --heldout >= 0")
@@ -90,7 +94,7 @@ def add_commands(app: typer.Typer) -> None:
         """Train the toy CLIP, decoder and prior on CPU (about 15 minutes) and write them in the hub layouts."""
         from dataclasses import replace
 
-        from ovi_cli.toy.train import TrainConfig, train_all
+        from ovi_plugins.toy.train import TrainConfig, train_all
 
         if reuse_clip and not (out / "train.json").is_file():
             raise OviError(f"--reuse-clip: {str(out)!r} holds no earlier training run (train.json)")

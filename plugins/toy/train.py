@@ -1,6 +1,6 @@
 """Training the toy world on CPU, deterministically: tiny CLIP, then decoder and prior, then stats.
 
-    from ovi_cli.toy.train import TrainConfig, train_all
+    from ovi_plugins.toy.train import TrainConfig, train_all
     report = train_all(Path("models"), TrainConfig())
 
 Writes, under OUT:
@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ovi_cli.toy.dataset import COLOURS, IMAGE_SIZE, SHAPES, canonical_scene, make_arrays, render
-from ovi_cli.toy.nets import DECODER_FORMAT, PRIOR_FORMAT, ToyDecoderNet, ToyPriorNet, save_net
-from ovi_cli.toy.tokenizer import MAX_LENGTH, write_tokenizer
+from ovi_plugins.toy.dataset import COLOURS, IMAGE_SIZE, SHAPES, canonical_scene, make_arrays, render
+from ovi_plugins.toy.nets import DECODER_FORMAT, PRIOR_FORMAT, ToyDecoderNet, ToyPriorNet, save_net
+from ovi_plugins.toy.tokenizer import MAX_LENGTH, write_tokenizer
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import tiny_models
 import torch
+
+from tests.helpers import tiny_models
 
 EMBED_DIM = tiny_models.EMBED_DIM
 TEXT_TOKENS = 77  # the tokenizer pads to 77 like CLIP's; num_embeddings of both priors

@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from ovi_cli.toy.dataset import COLOURS, POSITIONS, SHAPES, SIZES
+from ovi_plugins.toy.dataset import COLOURS, POSITIONS, SHAPES, SIZES
 
 EOW = "</w>"
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ovi_cli.toy.dataset import SHAPES, shape_polygon
+from ovi_plugins.toy.dataset import SHAPES, shape_polygon
 
 # hue bins in degrees: name, lower bound (inclusive); red wraps around 360
 HUE_BINS: tuple[tuple[str, float], ...] = (

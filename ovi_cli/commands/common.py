@@ -1,0 +1,37 @@
+"""What several commands share: which flags the user gave, plugin options, settings from flags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from ovi_cli.api import parse_option_assignments
+from ovi_cli.settings import GenSettings
+
+
+def explicit_params(ctx: typer.Context) -> set[str]:
+    """Names of the parameters given on the command line (or by environment variable)."""
+    out = set()
+    for name in ctx.params:
+        source = str(ctx.get_parameter_source(name))
+        if source.endswith(("COMMANDLINE", "ENVIRONMENT")):
+            out.add(name)
+    return out
+
+
+def plugin_options(option: list[str] | None, aliases: dict[tuple[str, str], Any]) -> dict[str, dict[str, Any]]:
+    """`--option PLUGIN.KEY=VALUE` items, plus the alias flags that were given (`--option` wins)."""
+    out: dict[str, dict[str, Any]] = parse_option_assignments(option)
+    for (owner, key), value in aliases.items():
+        if value is not None:
+            out.setdefault(owner, {}).setdefault(key, value)
+    return out
+
+
+def settings_from_flags(ctx: typer.Context, model: str | None, **values: Any) -> GenSettings:
+    """`GenSettings(**values)` with the model preset applied to the flags the user did not give."""
+    from ovi_cli.presets import apply_model
+
+    settings = GenSettings(**values)
+    return apply_model(settings, model, explicit_params(ctx))

@@ -1,0 +1,247 @@
+"""`ovi build-stats` and `ovi stats list|info|merge` (statistics stores for the constraints).
+
+Thin over `ovi_stats.build` and `ovi_stats.store`: parse, call the library, render.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ovi_cli import options
+from ovi_cli.errors import OviError
+from ovi_cli.settings import DEFAULT_ENCODER_MODEL
+
+INDEX_HELP = "Nearest-neighbour index: auto (exact flat up to 200k images, HNSW above), flat, ivf or hnsw."
+
+
+def _out_path(out: Path | None, name: str | None, default_name: str) -> Path:
+    from ovi_stats.store import named_store_path
+
+    if out is not None and name is not None:
+        raise OviError("give --out PATH or --name NAME, not both")
+    if out is not None:
+        return out.expanduser().absolute()
+    return named_store_path(name or default_name)
+
+
+def _check_index(index: str) -> str:
+    from ovi_stats.index import INDEX_TYPES
+
+    if index not in INDEX_TYPES:
+        raise OviError(f"--index must be one of {', '.join(INDEX_TYPES)}, got {index!r}")
+    return index
+
+
+def _print_summary(store, skipped: list[dict], seconds: float | None, json_out: bool, quiet: bool) -> None:
+    from ovi_cli.console import err_console, warn
+
+    if json_out:
+        typer.echo(json.dumps(store.info()))
+        return
+    if skipped and not quiet:
+        for s in skipped[:20]:
+            warn(f"skipped {s['path']}: {s['reason']}")
+        if len(skipped) > 20:
+            warn(f"... and {len(skipped) - 20} more skipped files (all listed by `ovi stats info {store.path}`)")
+    took = f" in {seconds:.1f} s" if seconds is not None else ""
+    kind = store.index_params.get("type")
+    line = (f"wrote store {store.name!r}: {store.count} embeddings, {store.dim}-d, index {kind}, "
+            f"{len(skipped)} files skipped{took} -> {store.path}")
+    if not quiet:
+        err_console.print(line, markup=False, highlight=False)
+    typer.echo(str(store.path))
+
+
+def build_stats(
+    ctx: typer.Context,
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="A folder of images (searched recursively), or with --from-embeddings the .npy/.safetensors "
+        "embedding files.", show_default=False, metavar="DIR|FILES")] = None,
+    encoder_model: options.EncoderModel = DEFAULT_ENCODER_MODEL,
+    model: options.Model = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Write the store to this folder (default: $OVI_HOME/stats/NAME).")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="Name of the store under $OVI_HOME/stats (default: the image folder's name).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images encoded per batch.")] = 64,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N image files (sorted paths).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Decoding/preprocessing worker processes (0 = in the main process; default: CPUs - 1, "
+        "at most 8).")] = None,
+    index: Annotated[str, typer.Option(help=INDEX_HELP)] = "auto",
+    shard: Annotated[str | None, typer.Option(
+        help="Build only shard I of N (I/N, 1-based, contiguous blocks of the sorted files); "
+        "merge shards with `ovi stats merge`.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted build from its last "
+                                         "checkpoint.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing store (or discard an "
+                                        "interrupted build).")] = False,
+    from_embeddings: Annotated[bool, typer.Option(
+        "--from-embeddings", help="PATHS are embedding dumps ([N, D] .npy, or .safetensors with a tensor "
+        "image_embeds/embeddings) made with --encoder-model: no encoding.")] = False,
+    file_list: Annotated[Path | None, typer.Option(
+        help="With --from-embeddings: names of the rows (one per line, or a .json list).")] = None,
+    checkpoint_every: Annotated[float, typer.Option(
+        help="Seconds between checkpoints that --resume continues from.")] = 60.0,
+    device: options.Device = "auto",
+    dtype: options.Dtype = "auto",
+    quiet: options.Quiet = False,
+    json_out: options.Json = False,
+) -> None:
+    """Build image statistics and a nearest-neighbour index from a folder of images.
+
+    The store is tied to the encoder that made it: build it with the encoder you generate with
+    (e.g. --model toy for the toy world).
+    """
+    from ovi_cli.commands.common import settings_from_flags
+    from ovi_cli.console import err_console, make_progress
+    from ovi_cli.devices import resolve_device, resolve_dtype
+    from ovi_cli.encoders import Encoders
+    from ovi_stats import build
+
+    encoder_model = settings_from_flags(ctx, model, encoder_model=encoder_model).encoder_model
+    _check_index(index)
+    paths = list(paths or [])
+    if from_embeddings:
+        if not paths:
+            raise OviError("--from-embeddings needs one or more .npy/.safetensors files")
+        if shard or resume or limit is not None:
+            raise OviError("--shard, --resume and --limit apply to image folders, not --from-embeddings")
+        target = _out_path(out, name, paths[0].stem)
+        if target.exists() and not force:
+            raise OviError(f"{str(target)!r} already exists: pass --force to replace it")
+        encoders = Encoders.load(encoder_model, device="cpu")
+        store = build.build_from_embeddings(
+            paths, target, {"source": encoders.source, "fingerprint": encoders.fingerprint()},
+            dim=encoders.embed_dim, file_list=file_list, index=index, force=force,
+        )
+        _print_summary(store, [], None, json_out, quiet)
+        return
+    if file_list is not None:
+        raise OviError("--file-list only applies with --from-embeddings")
+    if len(paths) != 1:
+        raise OviError("give exactly one image folder (or --from-embeddings FILES...)")
+    source = paths[0]
+    if not source.is_dir():
+        raise OviError(f"{str(source)!r} is not a folder")
+    shard_t = build.parse_shard(shard)
+    default_name = source.expanduser().absolute().name or "stats"
+    if shard_t:
+        default_name += f"-shard{shard_t[0]}of{shard_t[1]}"
+    target = _out_path(out, name, default_name)
+    if target.exists() and not force:
+        raise OviError(f"{str(target)!r} already exists: pass --force to replace it")
+    dev = resolve_device(device)
+    encoders = Encoders.load(encoder_model, device=dev, dtype=resolve_dtype(dtype, dev))
+    # bars only on a terminal: in logs and pipes the summary line says it all
+    progress = make_progress(quiet or not err_console.is_terminal)
+    task = progress.add_task("encoding images", total=None, info="")
+
+    def on_progress(p: build.BuildProgress) -> None:
+        progress.update(task, completed=p.done, total=p.total,
+                        info=f"{p.rate:.1f} img/s, {p.skipped} skipped")
+
+    try:
+        with progress:
+            result = build.build_stats(
+                source, target, encoders, batch_size=batch_size, limit=limit, workers=workers, index=index,
+                shard=shard_t, resume=resume, force=force, checkpoint_seconds=checkpoint_every,
+                on_progress=on_progress,
+            )
+    except KeyboardInterrupt:
+        err = OviError("interrupted: no store was written; rerun the same command with --resume to continue "
+                       "from the last checkpoint")
+        err.exit_code = 130  # the usual exit status after Ctrl-C
+        raise err from None
+    if result.resumed_from and not quiet:
+        err_console.print(f"resumed after {result.resumed_from} files already done", markup=False)
+    _print_summary(result.store, result.skipped, result.seconds, json_out, quiet)
+
+def stats_list(
+    json_out: options.Json = False,
+) -> None:
+    """List the stores under $OVI_HOME/stats, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ovi_stats.store import list_stores, stats_root
+
+    stores = list_stores()
+    if json_out:
+        typer.echo(json.dumps([s.describe() | {"created": s.meta.get("created")} for s in stores], indent=2))
+        return
+    console = Console()
+    if not stores:
+        console.print(f"no statistics stores in {stats_root()} (build one with `ovi build-stats DIR`)",
+                      markup=False, highlight=False)
+        return
+    table = Table(title=f"statistics stores in {stats_root()}")
+    for col in ("name", "count", "dim", "encoder", "fingerprint", "index", "created"):
+        table.add_column(col)
+    for s in stores:
+        table.add_row(s.name, str(s.count), str(s.dim), str(s.encoder.get("source")), s.fingerprint,
+                      str(s.index_params.get("type")), str(s.meta.get("created", ""))[:19])
+    console.print(table)
+
+def stats_info(
+    store: Annotated[str, typer.Argument(help="Store name (under $OVI_HOME/stats) or folder.")],
+    json_out: options.Json = False,
+) -> None:
+    """Count, dim, encoder, mean norm, index and skipped files of a store."""
+    from ovi_stats.store import open_store
+
+    info = open_store(store).info()
+    if json_out:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    enc = info["encoder"]
+    lines = [
+        f"store        {info['name']}",
+        f"path         {info['path']}",
+        f"count        {info['count']}",
+        f"dim          {info['dim']}",
+        f"encoder      {enc['source']} (fingerprint {enc['fingerprint']})",
+        f"mean norm    {info['mean_norm']:.6g}",
+        f"shrinkage    {info['shrinkage']:.6g} (Ledoit-Wolf)",
+        f"index        {info['index']} {json.dumps(info['index_params'])}",
+        f"source       {info['source_dir']}",
+        f"created      {info['created']} (ovi {info['ovi_version']}, format {info['format_version']})",
+        f"skipped      {len(info['skipped'])} files",
+    ]
+    lines += [f"  {s['path']}: {s['reason']}" for s in info["skipped"]]
+    typer.echo("\n".join(lines))
+
+def stats_merge(
+    stores: Annotated[list[str], typer.Argument(help="Two or more stores (names or folders), same encoder.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder of the merged store.")] = None,
+    name: Annotated[str | None, typer.Option(help="Or: name of the merged store under $OVI_HOME/stats.")] = None,
+    index: Annotated[str, typer.Option(help=INDEX_HELP)] = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing store at the target.")] = False,
+    quiet: options.Quiet = False,
+    json_out: options.Json = False,
+) -> None:
+    """Merge stores (e.g. shards) into one: moments combined exactly, embeddings concatenated."""
+    from ovi_stats.store import merge_stores, open_store
+
+    _check_index(index)
+    if out is None and name is None:
+        raise OviError("give --out PATH or --name NAME for the merged store")
+    target = _out_path(out, name, "")
+    if target.exists() and not force:
+        raise OviError(f"{str(target)!r} already exists: pass --force to replace it")
+    opened = [open_store(s) for s in stores]
+    merged = merge_stores(opened, target, index=index)
+    _print_summary(merged, merged.skipped, None, json_out, quiet)
+
+
+def stats_app() -> typer.Typer:
+    """`ovi stats list|info|merge`."""
+    app = typer.Typer(help="Statistics stores: list, inspect, merge.", no_args_is_help=True)
+    app.command("list")(stats_list)
+    app.command("info")(stats_info)
+    app.command("merge")(stats_merge)
+    return app

@@ -1,0 +1,29 @@
+"""Model presets (`--model NAME`): settings a plugin bundles under one name, e.g. `toy`."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import fields, replace
+
+from ovi_cli.errors import OviError
+from ovi_cli.plugins import Registry, get_registry
+from ovi_cli.settings import GenSettings
+
+
+def apply_model(
+    settings: GenSettings,
+    name: str | None,
+    explicit: Collection[str] = frozenset(),
+    registry: Registry | None = None,
+) -> GenSettings:
+    """`settings` with the preset `name` applied to every field not in `explicit` (given by the user)."""
+    if name is None:
+        return settings
+    preset = (registry or get_registry()).get("model", name)()
+    known = {f.name for f in fields(GenSettings)}
+    values = preset.overrides()
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise OviError(f"model preset {name!r} sets unknown settings: {', '.join(unknown)}")
+    preset.activate()
+    return replace(settings, **{k: v for k, v in values.items() if k not in explicit})
