@@ -43,7 +43,7 @@ def _root(
 
 def core_app() -> typer.Typer:
     """The app with ovi's own commands (no plugin commands)."""
-    from ovi_cli.commands import compare, gen, plugins, stats
+    from ovi_cli.commands import bench, compare, gen, plugins, stats
 
     app = typer.Typer(
         name="ovi",
@@ -57,6 +57,7 @@ def core_app() -> typer.Typer:
     app.command("compare")(compare.compare)
     app.command("build-stats")(stats.build_stats)
     app.add_typer(stats.stats_app(), name="stats")
+    app.add_typer(bench.bench_app(), name="bench")
     app.command("plugins")(plugins.plugins_cmd)
     return app
 

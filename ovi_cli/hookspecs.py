@@ -37,5 +37,15 @@ def register_models(register):
 
 
 @hookspec
+def register_benchmarks(register):
+    """Register `ovi_cli.api.Benchmark` subclasses: prompt suites for `ovi bench generate NAME`."""
+
+
+@hookspec
+def register_scorers(register):
+    """Register `ovi_cli.api.Scorer` subclasses: image scorers for `ovi bench score --scorers NAME`."""
+
+
+@hookspec
 def register_commands(cli):
     """Add commands to the `ovi` Typer app: `@cli.command()` or `cli.add_typer(...)` (not ovi's own names)."""

@@ -22,13 +22,13 @@ from ovi_cli.errors import OviError, first_line
 GROUP = "ovi"
 CORE_PACKAGE = "ovi"
 # kinds of registered classes; each has a hook `register_<kind>s`
-KINDS = ("prior", "constraint", "decoder", "model")
+KINDS = ("prior", "constraint", "decoder", "model", "benchmark", "scorer")
 
 
 @dataclass
 class PluginEntry:
     name: str  # the registered class's `name`
-    kind: str  # prior | constraint | decoder | model
+    kind: str  # one of KINDS
     cls: type
     plugin: str  # the entry point's name
     package: str

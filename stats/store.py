@@ -160,12 +160,6 @@ class StatsStore:
         cov = t["cov"].numpy()
         return Moments(n, t["mean"].numpy().copy(), cov * max(n - 1, 0), t["m3"].numpy().copy(), float(t["q4"]))
 
-    def mahalanobis(self, embeds: torch.Tensor) -> torch.Tensor:
-        """(e - mu)^T Sigma_s^-1 (e - mu) per row of `embeds` [B, D], float64."""
-        d = embeds.to(torch.float64) - self.mean.to(embeds.device)
-        z = d @ self.precision_cholesky.to(embeds.device)
-        return (z * z).sum(-1)
-
     # embeddings and files
     @property
     def embeddings(self) -> np.ndarray:
