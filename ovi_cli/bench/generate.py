@@ -143,19 +143,24 @@ class BenchRun:
         """Compute every unfinished group of `todo`; returns the number of images written."""
         written = 0
         for item in todo:
-            with runlog.RecordLog(self.run, item.suite.name, self.share.label) as log:
+            log: runlog.RecordLog | None = None  # opened with the first image this process makes here
+            try:
                 for group in item.groups:
                     missing = item.missing(group)
                     if not missing:
                         continue
                     if on_group is not None:
                         on_group(group)
+                    log = log or runlog.RecordLog(self.run, item.suite.name, self.share.label)
                     for w in compute_group(pipe, self.run, group, set(missing)):
                         log.append(w.record)  # after the image landed: a record means a whole image
                         item.done.add(w.unit.index)
                         written += 1
                         if on_image is not None:
                             on_image(w)
+            finally:
+                if log is not None:
+                    log.close()
         return written
 
     # ---- the whole run (every share) ------------------------------------------------------------
@@ -180,7 +185,8 @@ class BenchRun:
 
 
 def image_record(sidecar: dict[str, Any], unit: Unit, seconds: dict[str, float]) -> dict[str, Any]:
-    """One image's JSON line: where it is, its seeds, and the prior's per-prompt outputs."""
+    """One image's JSON line: where it is, its seeds, the prior's per-prompt outputs, and `seconds`:
+    this image's share of its group's prior time and of its decoder batch's time (they sum to the run's)."""
     per_prompt = {k: v for k, v in sidecar.items() if k not in RUN_LEVEL_KEYS and k not in ("prompt", "seed")}
     return {"index": unit.index, "prompt": unit.prompt, "prompt_index": unit.prompt_index,
             "image_index": unit.image_index, "file": f"{layout.SAMPLES}/{layout.sample_name(unit.prompt, unit.index)}",
@@ -193,7 +199,7 @@ def compute_group(pipe: Any, run: Path, group: Group, missing: set[int]) -> Iter
     from ovi_cli.pipeline import EmbedBatch
 
     batch = pipe.embed([p for p, _ in group.ovi_rows], [s for _, s in group.ovi_rows])
-    prior_each = batch.timings.get("prior_s", 0.0) / max(1, len(group.ovi_rows))
+    prior_each = batch.timings.get("prior_s", 0.0) / len(group.units)  # each image's share of the OVI batch
     sidecars = [pipe.sidecar(batch, r) for r in range(len(group.ovi_rows))]
     for chunk in group.decode_chunks:
         if not missing.intersection(chunk):
