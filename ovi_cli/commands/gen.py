@@ -123,9 +123,7 @@ def gen(
     option: options.Option = None,
     nn_every: options.NnEvery = None,
     nn_k: options.NnK = None,
-    prior_model: Annotated[str | None, typer.Option(
-        rich_help_panel=options.PLUGIN_OPTIONS, show_default=False,
-        help="Alias of --option PRIOR.model=M for the chosen --prior (eclipse, kandinsky, toy-prior).")] = None,
+    prior_model: options.PriorModel = None,
     prior_steps: options.PriorSteps = None,
     prior_guidance: options.PriorGuidance = None,
     negative: options.Negative = GenSettings.negative,
