@@ -282,3 +282,17 @@ def test_one_ovi_per_prompt_feeds_every_decoder_seed(run_cli, toy_run, tmp_path)
     images, per_image = _images(run), _images(toy_run)
     first = [n for n in images if n.endswith("_000000.png") or n.endswith("_000002.png")]
     assert first and all(images[n] == per_image[n] for n in first)
+
+
+def test_a_run_grows_with_more_categories_and_a_larger_limit(run_cli, toy_run, tmp_path):
+    run = tmp_path / "run"
+    res = run_cli(*TOY, "--limit", "1", "--categories", "binding", "--out", run)  # the last --limit wins
+    assert res.code == 0, res.stderr
+    assert list(json.loads(layout.bench_json_path(run).read_text())["categories"]) == ["binding"]
+    assert len(_images(run)) == 2  # one prompt, two images
+    res = run_cli(*TOY, "--out", run)
+    assert res.code == 0, res.stderr
+    bench = json.loads(layout.bench_json_path(run).read_text())
+    assert sorted(bench["categories"]) == ["binding", "single"]
+    assert {c: p["images"] for c, p in bench["progress"].items()} == {"single": 4, "binding": 4}
+    assert _images(run) == _images(toy_run)

@@ -112,6 +112,10 @@ class BenchRun:
         if existing is not None:
             runlog.check_header(existing, self.header(), self.run)
 
+    def extend(self) -> bool:
+        """Rank 0, before loading: add this run's new categories to an existing bench.json (True if one exists)."""
+        return runlog.extend_run(self.run, self.header()) is not None
+
     def groups(self, suite: CategoryPrompts) -> list[Group]:
         o = self.options
         return plan_category(suite.name, suite.selected, o.images_per_prompt, o.seed, o.batch, o.ovi_per)
@@ -128,12 +132,12 @@ class BenchRun:
 
     # ---- with models loaded --------------------------------------------------------------------
     def open(self, pipe: Any) -> dict[str, Any]:
-        """Create bench.json (or check the models against the existing one); rank 0 / each shard leader."""
+        """Rank 0, models loaded: create bench.json, or check the models against the existing one."""
         models, identity = model_record(pipe)
         return runlog.open_run(self.run, {**self.header(), "identity": identity, "models": models})
 
     def check_models(self, pipe: Any) -> None:
-        """The check `open` makes, for the processes that do not write bench.json."""
+        """The models' check `open` makes, for a run whose bench.json exists."""
         existing = runlog.read_bench_json(self.run)
         if existing is not None:
             runlog.check_identity(existing, model_record(pipe)[1], self.run)

@@ -192,20 +192,28 @@ def create_exclusive_json(path: Path, obj: Mapping[str, Any]) -> bool:
         return True
 
 
-def open_run(run: Path, header: Mapping[str, Any]) -> dict[str, Any]:
-    """bench.json of `run`: created from `header` if absent, else checked against it and extended
-    with new categories. Returns what the file holds now."""
-    path = layout.bench_json_path(run)
-    run.mkdir(parents=True, exist_ok=True)
-    if create_exclusive_json(path, {**header, "created": now(), "progress": {}}):
-        return read_bench_json(run) or {}
-    existing = read_bench_json(run) or {}
+def extend_run(run: Path, header: Mapping[str, Any]) -> dict[str, Any] | None:
+    """An existing run's bench.json, checked against `header` (one-line refusal naming what differs)
+    and extended with the categories it does not have yet; None when there is no run yet."""
+    existing = read_bench_json(run)
+    if existing is None:
+        return None
     check_header(existing, header, run)
-    check_identity(existing, header.get("identity", {}), run)
     new_cats = {c: r for c, r in header["categories"].items() if c not in existing.get("categories", {})}
     if new_cats:
         existing["categories"] = {**existing.get("categories", {}), **new_cats}
-        atomic_write_json(path, existing)
+        atomic_write_json(layout.bench_json_path(run), existing)
+    return existing
+
+
+def open_run(run: Path, header: Mapping[str, Any]) -> dict[str, Any]:
+    """bench.json of `run` (models loaded: `header` holds `identity`): created if absent, else checked
+    (settings, prompt lists, models) and extended with new categories. Returns what the file holds."""
+    run.mkdir(parents=True, exist_ok=True)
+    if create_exclusive_json(layout.bench_json_path(run), {**header, "created": now(), "progress": {}}):
+        return read_bench_json(run) or {}
+    existing = extend_run(run, header) or {}
+    check_identity(existing, header.get("identity", {}), run)
     return existing
 
 

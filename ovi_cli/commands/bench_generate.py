@@ -164,14 +164,15 @@ def _run(run, settings: GenSettings, launch, quiet: bool) -> None:
                      f"{run.share.count // launch.world_size}"
         err_console.print(f"{planned} images in {len(status)} categories, {finished} already done{where}",
                           markup=False, highlight=False)
-    needs_models = done < total or (launch.leader and not (run.run / "bench.json").exists())
+    exists = run.extend() if launch.leader else True
+    needs_models = done < total or not exists
     with process_group(launch, device):
         if needs_models:
             pipe.load()
-        if launch.leader and needs_models:
-            run.open(pipe)
+        if launch.leader and not exists:
+            run.open(pipe)  # creates bench.json (or, if another job just did, checks against it)
         barrier(launch)
-        if not launch.leader and needs_models:
+        if needs_models and exists:
             run.check_models(pipe)
         task = progress.add_task("images", total=total, completed=done, info="")
         log = _LogLines(total - done, show and not err_console.is_terminal)
