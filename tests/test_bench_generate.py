@@ -227,7 +227,8 @@ def test_inputs_are_checked_before_any_model_loads(run_cli, tmp_path):
     _one_error_line(run_cli("bench", "generate", "nope", "--out", tmp_path / "r"), "unknown benchmark 'nope'",
                     "t2i-compbench", "toy")
     _one_error_line(run_cli(*TOY, "--decoder", "embeds", "--out", tmp_path / "r"), "makes no images")
-    assert not (tmp_path / "r" / "bench.json").exists()
+    _one_error_line(run_cli(*common), "encoder model folder", "does not exist")  # models: checked before writing
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_prompt_file_replaces_a_category(run_cli, tmp_path):

@@ -138,6 +138,7 @@ def _run(run, settings: GenSettings, launch, quiet: bool) -> None:
 
     from ovi_cli.console import RichReporter, err_console, make_progress
     from ovi_cli.distributed import barrier, cuda_device_count, device_for, process_group
+    from ovi_cli.hub import check_models
     from ovi_cli.pipeline import OviPipeline
 
     device = device_for(settings.device, launch, cuda_device_count())
@@ -148,13 +149,17 @@ def _run(run, settings: GenSettings, launch, quiet: bool) -> None:
     if not pipe.produces_images:
         raise OviError(f"decoder {settings.decoder!r} makes no images; a benchmark needs images (e.g. kandinsky22, "
                        "or --model toy)")
+    todo = run.todo()
+    total = sum(t.total for t in todo)
+    done = sum(len(t.done) for t in todo)
+    exists = run.extend() if launch.leader else True
+    needs_models = done < total or not exists
+    if needs_models:
+        check_models(pipe.required_models())  # every missing model named at once, before anything is written
     try:
         run.run.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OviError(f"cannot create --out {str(run.run)!r}: {exc.strerror or exc}") from exc
-    todo = run.todo()
-    total = sum(t.total for t in todo)
-    done = sum(len(t.done) for t in todo)
     if show:
         status = run.status()
         planned, finished = (sum(p[k] for p in status.values()) for k in ("planned", "images"))
@@ -164,8 +169,6 @@ def _run(run, settings: GenSettings, launch, quiet: bool) -> None:
                      f"{run.share.count // launch.world_size}"
         err_console.print(f"{planned} images in {len(status)} categories, {finished} already done{where}",
                           markup=False, highlight=False)
-    exists = run.extend() if launch.leader else True
-    needs_models = done < total or not exists
     with process_group(launch, device):
         if needs_models:
             pipe.load()
