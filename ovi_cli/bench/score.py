@@ -163,7 +163,9 @@ def plan_scoring(
         if defaults and defaults[0] in scorer_classes:
             plan.primary[category] = defaults[0]
         if not chosen:
-            plan.skipped[category] = "no scorer scores it by default (name some with --scorers)"
+            refusals = [f"{n}: {r}" for n, cls in sorted(scorer_classes.items())
+                        if (r := dict(getattr(cls, "refuses", {}) or {}).get(category))]
+            plan.skipped[category] = "; ".join(refusals) or "no scorer scores it by default (name some with --scorers)"
             continue
         reasons = []
         for name in chosen:
@@ -537,7 +539,8 @@ def write_scores_json(info: RunInfo, plan: Plan, scorers: Mapping[str, Scorer],
     scorer_info = dict(previous.get("scorers") or {}) if isinstance(previous.get("scorers"), dict) else {}
     for name, s in scorers.items():
         scorer_info[name] = {**_origin(registry, name), "description": type(s).description,
-                             "settings": dict(settings.get(name, {})), **s.describe()}
+                             "requires": list(type(s).requires), "settings": dict(settings.get(name, {})),
+                             **s.describe()}
     skipped = {c: r for c, r in plan.skipped.items() if c not in categories}
     doc = {
         "format": SCORES_FORMAT,

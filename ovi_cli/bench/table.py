@@ -42,6 +42,7 @@ class Row:
     published: bool = False
     source: str = ""  # the run folder, or the citation of a published row
     primary: dict[str, str] = field(default_factory=dict)
+    requires: dict[str, list[str]] = field(default_factory=dict)  # scorer -> the scorers it combines
 
 
 @dataclass
@@ -66,6 +67,9 @@ def load_run(run: Path) -> Row:
         raise OviError(f"{str(path)!r} is not an ovi scores file ({SCORES_FORMAT})")
     row = Row(str(doc.get("name") or run.resolve().name), source=str(run),
               primary={k: v for k, v in (doc.get("primary") or {}).items() if isinstance(v, str)})
+    for name, info in (doc.get("scorers") or {}).items():
+        if isinstance(info, dict) and isinstance(info.get("requires"), list):
+            row.requires[name] = [str(r) for r in info["requires"]]
     for category, per_scorer in (doc.get("categories") or {}).items():
         for scorer, v in (per_scorer or {}).items():
             try:
@@ -92,10 +96,28 @@ def unique_names(rows: Sequence[Row]) -> None:
             r.name = f"{r.name} ({Path(r.source).name or r.source})"
 
 
-def build_table(runs: Sequence[Row], published: bool = False) -> Table:
-    """Columns from the runs' scores (published rows fill only those columns)."""
+def components(row: Row) -> set[Column]:
+    """(category, scorer) cells computed only as parts of another scorer of the category (3-in-1's three)."""
+    out = set()
+    for category, scorer in row.cells:
+        for part in row.requires.get(scorer, []):
+            if (category, part) in row.cells:
+                out.add((category, part))
+    return out
+
+
+def build_table(runs: Sequence[Row], published: bool = False, show_all: bool = False) -> Table:
+    """Columns from the runs' scores (published rows fill only those columns).
+
+    A score that is only a part of another scorer's on the same category (BLIP-VQA, detector and
+    CLIPScore under complex's 3-in-1) gets no column unless `show_all`.
+    """
     rows = list(runs)
     unique_names(rows)
+    if not show_all:
+        for r in rows:
+            for col in components(r):
+                r.cells.pop(col, None)
     columns = {col for r in rows for col in r.cells}
     primary: dict[str, str] = {}
     for r in rows:

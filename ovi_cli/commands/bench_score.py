@@ -127,22 +127,29 @@ def score(
 
 
 def _print_table(table, title: str) -> None:
+    """The Rich table; never cut: wider than the terminal, it is printed wide (the terminal wraps lines)."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
     from ovi_cli.bench.table import count_text, fmt
 
     out = RichTable(title=title, title_justify="left")
-    out.add_column("run", min_width=max([len(r.name) for r in table.rows] + [3]))
+    name_width = max([len(r.name) for r in table.rows] + [3])
+    out.add_column("run", min_width=name_width, no_wrap=True)
+    widths = []
     for c in table.columns:
-        out.add_column(f"{c[0]}\n[dim]{c[1]}[/dim]", justify="right", min_width=8)
+        width = max(len(c[0]), len(c[1]), max([len(count_text(r.cells.get(c))) for r in table.rows] + [6]))
+        widths.append(width)
+        out.add_column(f"{c[0]}\n[dim]{c[1]}[/dim]", justify="right", min_width=width, no_wrap=True)
     for r in table.rows:
         cells = []
         for c in table.columns:
             cell = r.cells.get(c)
             cells.append("-" if cell is None else f"{fmt(cell)}\n[dim]{count_text(cell)}[/dim]")
         out.add_row(f"[italic]{r.name}[/italic]" if r.published else r.name, *cells)
-    Console().print(out)
+    console = Console()
+    console.width = max(console.width, name_width + sum(widths) + 3 * (len(widths) + 1) + 1)
+    console.print(out)
     if any(r.published for r in table.rows):
         Console().print("[dim]published: the ECLIPSE paper's Table 1 (its spatial column is UniDet's, ovi's "
                         "detector is an OWLv2 substitute)[/dim]")
@@ -157,6 +164,9 @@ def table(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table instead.")] = False,
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Also write grouped bars (PNG) of the table to this file.")] = None,
+    show_all: Annotated[bool, typer.Option(
+        "--all", help="Also show the scores that are parts of another (BLIP-VQA, detector, CLIP under 3-in-1).")]
+        = False,
 ) -> None:
     """One row per run (named by prior and constraints), one column per category as in the paper."""
     from ovi_cli.bench.table import build_table, load_run, to_csv, to_json, to_markdown, write_plot
@@ -168,7 +178,7 @@ def table(
             raise OviError(f"--plot {str(plot)!r} is a folder; name a .png file")
         if not plot.parent.exists():
             raise OviError(f"--plot: folder {str(plot.parent)!r} does not exist")
-    tab = build_table([load_run(r) for r in runs], published=published)
+    tab = build_table([load_run(r) for r in runs], published=published, show_all=show_all)
     if published and not any(r.cells for r in tab.rows if r.published):
         from ovi_cli.console import warn
 
