@@ -7,7 +7,7 @@ The official procedure (`BLIPvqa_eval/BLIP_vqa.py` with BLIP's `vqa_prob` infere
 2. each phrase becomes the question "{phrase}?" (BLIP's `pre_question`: lower case, some
    punctuation removed), tokenised to at most 35 tokens, its first token replaced by `[ENC]`;
 3. P(yes) is read from the answer decoder: one decoder step from the `[DEC]` token over the
-   question's encoding (cross-attending to the question tokens, padding masked); softmax over the
+   question's encoding (cross-attending to the question's tokens); softmax over the
    vocabulary at that first position; the answer is P("yes") / (P("yes") + P("no"));
 4. the image's score is the product of its answers, each rounded to 4 decimals first (the
    official script writes and reads them back as '{:.4f}' strings).
@@ -113,30 +113,40 @@ class BlipVqa(Scorer):
         return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
     def yes_probabilities(self, pixel_values: Any, image_of: list[int], questions: list[str]) -> list[float]:
-        """P(yes) / (P(yes) + P(no)) for each (image `image_of[k]`, `questions[k]`) pair."""
+        """P(yes) / (P(yes) + P(no)) for each (image `image_of[k]`, `questions[k]`) pair.
+
+        Questions are batched by token length, so no padding enters the text encoder or the
+        decoder's cross-attention: each answer is what the question alone gives (the official
+        model masks the padding; transformers 5's BLIP decoder was measured not to mask it).
+        """
         import torch
 
         dev = self.context.device
+        ids = [self.tokenizer(q, truncation=True, max_length=BLIP_QUESTION_MAX_TOKENS)["input_ids"] for q in questions]
+        groups: dict[int, list[int]] = {}
+        for k, row in enumerate(ids):
+            groups.setdefault(len(row), []).append(k)
+        out = [0.0] * len(questions)
         with torch.no_grad():
             image_embeds = self.model.vision_model(pixel_values=pixel_values.to(dev),
                                                    interpolate_pos_encoding=self.interpolate).last_hidden_state
-            tok = self.tokenizer(questions, padding="longest", truncation=True, max_length=BLIP_QUESTION_MAX_TOKENS,
-                                 return_tensors="pt")
-            ids = tok["input_ids"].to(dev)
-            if self.enc_id is not None:
-                ids[:, 0] = self.enc_id
-            mask = tok["attention_mask"].to(dev)
-            states = image_embeds[torch.as_tensor(image_of, device=dev)]
-            question = self.model.text_encoder(
-                input_ids=ids, attention_mask=mask, encoder_hidden_states=states,
-                encoder_attention_mask=torch.ones(states.shape[:-1], dtype=torch.long, device=dev),
-            ).last_hidden_state
-            start = torch.full((len(questions), 1), self.bos_id, dtype=torch.long, device=dev)
-            logits = self.model.text_decoder(input_ids=start, encoder_hidden_states=question,
-                                             encoder_attention_mask=mask).logits[:, 0, :]
-            probs = torch.softmax(logits.float(), dim=-1)
-            p_yes, p_no = probs[:, self.yes_id], probs[:, self.no_id]
-            return (p_yes / (p_yes + p_no)).cpu().tolist()
+            for members in groups.values():
+                batch = torch.tensor([ids[k] for k in members], dtype=torch.long, device=dev)
+                if self.enc_id is not None:
+                    batch[:, 0] = self.enc_id
+                states = image_embeds[torch.as_tensor([image_of[k] for k in members], device=dev)]
+                question = self.model.text_encoder(
+                    input_ids=batch, attention_mask=torch.ones_like(batch), encoder_hidden_states=states,
+                    encoder_attention_mask=torch.ones(states.shape[:-1], dtype=torch.long, device=dev),
+                ).last_hidden_state
+                start = torch.full((len(members), 1), self.bos_id, dtype=torch.long, device=dev)
+                logits = self.model.text_decoder(input_ids=start, encoder_hidden_states=question,
+                                                 encoder_attention_mask=torch.ones_like(batch)).logits[:, 0, :]
+                probs = torch.softmax(logits.float(), dim=-1)
+                p = probs[:, self.yes_id] / (probs[:, self.yes_id] + probs[:, self.no_id])
+                for k, v in zip(members, p.cpu().tolist()):
+                    out[k] = v
+        return out
 
     def score(self, items: list[ScoreItem], inputs: dict[str, list[ImageScore]]) -> list[ImageScore]:
         qs = [self.questions(it.prompt) for it in items]

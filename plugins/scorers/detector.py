@@ -76,7 +76,9 @@ def owl_detections(probs: Any, boxes: Any, labels: Sequence[str], size: tuple[in
     out = []
     for k in (best >= threshold).nonzero().flatten().tolist():
         cx, cy, bw, bh = (float(v) * side for v in boxes[k])
-        box = Box(cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2).scaled(frame)
+        x0, y0 = min(max(cx - bw / 2, 0.0), w), min(max(cy - bh / 2, 0.0), h)  # clipped to the image
+        x1, y1 = min(max(cx + bw / 2, 0.0), w), min(max(cy + bh / 2, 0.0), h)
+        box = Box(x0, y0, x1, y1).scaled(frame)
         out.append(Detection(labels[int(which[k])], float(best[k]), box))
     return suppress(out, nms)
 

@@ -201,7 +201,9 @@ class RuleParser:
         out: list[list] = []
         prev: str | None = None
         for k, (word, start, end) in enumerate(split_tokens(text)):
-            tag = _word_class(word, prev, first=(k == 0))
+            hyphened = bool(out) and out[-1][0] == "-" and out[-1][3] == start and len(out) > 1 \
+                and out[-2][3] == out[-1][2]
+            tag = _word_class(word, "ADJ" if hyphened else prev, first=(k == 0))  # "cube-shaped": one word
             out.append([word, tag, start, end])
             if tag != "PUNCT":
                 prev = tag
