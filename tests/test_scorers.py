@@ -13,14 +13,6 @@ from ovi_cli.api import ScoreItem, ScorerContext
 from ovi_plugins.scorers import rules
 from ovi_plugins.scorers.nlp import RuleParser
 from ovi_plugins.scorers.rules import Box, Detection
-from tests.helpers import tiny_scorers
-
-
-@pytest.fixture(scope="session")
-def scorer_models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("scorer-models")
-    return {"clip": tiny_scorers.make_clip_repo(root / "clip"), "blip": tiny_scorers.make_blip_repo(root / "blip"),
-            "owl": tiny_scorers.make_owl_repo(root / "owl")}
 
 
 def _image(path, seed: int, size: int = 48):

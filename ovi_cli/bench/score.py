@@ -41,6 +41,7 @@ SCORES_DIR = "scores"  # RUN/<category>/scores/<scorer>.jsonl
 SCORES_FORMAT = "ovi-bench-scores/1"
 CACHE_FORMAT = "ovi-bench-score-cache/1"
 # the categories in the order of the T2I-CompBench++ paper's table; others follow alphabetically
+NLP_CHOICES = ("auto", "spacy", "rules")  # how scorers find noun phrases (ScorerContext.nlp)
 PAPER_ORDER = ("color", "shape", "texture", "spatial", "3d_spatial", "numeracy", "non_spatial", "complex")
 
 
@@ -373,6 +374,8 @@ def score_run(run: Path, request: ScoreRequest | None = None, *, progress: Score
     registry = registry or get_registry()
     if request.batch_size < 1:
         raise OviError("--batch-size must be >= 1")
+    if request.nlp not in NLP_CHOICES:
+        raise OviError(f"--nlp must be one of {', '.join(NLP_CHOICES)} (got {request.nlp!r})")
     info = open_run(run)
     categories = info.categories
     if request.categories:
@@ -409,7 +412,7 @@ def score_run(run: Path, request: ScoreRequest | None = None, *, progress: Score
         pending[(category, name)] = [it for it in items[category]
                                      if it.name not in rows or rows[it.name].stamp != stamps[str(it.path)]]
     needed = sorted({name for key, todo in pending.items() if todo for name in [key[1]]})
-    check_models([ref for name in needed for ref in scorers[name].required_models()])
+    check_models([ref for name in needed for ref in scorers[name].required_models()], toy_hint=False)
 
     loaded: set[str] = set()
     for category, name in plan.jobs:

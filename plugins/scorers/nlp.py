@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Protocol
 
+from ovi_cli.bench.score import NLP_CHOICES as PARSERS
 from ovi_cli.errors import OviError
 
-PARSERS = ("auto", "spacy", "rules")
 SPACY_MODEL = "en_core_web_sm"
 
 
