@@ -323,7 +323,6 @@ class ScorerContext:
     batch_size: int = 16
     nlp: str = "auto"  # noun phrases / part of speech: auto (spaCy where installed), spacy, rules
     encoder_model: str | None = None  # the CLIP towers of a `--model` preset (e.g. the toy CLIP), if one was named
-    stats: str | None = None  # the stats store of a `--model` preset, if one was named
     warn: WarnFn = _no_warning  # one warning line for the user
 
 

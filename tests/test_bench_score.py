@@ -285,3 +285,23 @@ def test_scorer_plugins_stay_light():
             "bad = [m for m in ('torch', 'transformers', 'numpy', 'PIL') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_third_party_scorer_in_the_docs_works(tmp_path, run_cli):
+    import re
+    import types
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "benchmark-scoring.md"
+    code = re.search(r"```python\n(# my_scorers\.py.*?)```", docs.read_text(), re.S).group(1)
+    assert len(code.strip().splitlines()) <= 35
+    module = types.ModuleType("my_scorers")
+    exec(compile(code, str(docs), "exec"), module.__dict__)
+    set_registry(load_registry(extra=[("colourfulness", module)]))
+    try:
+        run = make_run(tmp_path / "run", {"color": PROMPTS["color"][:1]})
+        r = run_cli("bench", "score", run, "--scorers", "colourfulness", "-O", "colourfulness.scale=2", "-q")
+        assert r.code == 0, r.stderr
+        assert _json(run / "scores.json")["categories"]["color"]["colourfulness"]["mean"] > 0
+        assert "colourfulness" in run_cli("bench", "table", run).stdout
+    finally:
+        set_registry(None)

@@ -330,7 +330,6 @@ class ScoreRequest:
     nlp: str = "auto"
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # scorer -> {key: value}
     encoder_model: str | None = None  # from a --model preset
-    stats: str | None = None  # from a --model preset
     rescore: bool = False  # discard caches written with other settings
 
 
@@ -354,7 +353,7 @@ def build_scorers(names: Iterable[str], classes: Mapping[str, type], request: Sc
         cls = classes[name]
         opts = resolve_options(cls, name, request.options.get(name))
         ctx = ScorerContext(device=device, options=opts, batch_size=request.batch_size, nlp=request.nlp,
-                            encoder_model=request.encoder_model, stats=request.stats, warn=warn)
+                            encoder_model=request.encoder_model, warn=warn)
         out[name] = cls(ctx)
     return out
 

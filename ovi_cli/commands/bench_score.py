@@ -115,7 +115,7 @@ def score(
         from ovi_cli.settings import GenSettings
 
         preset = apply_model(GenSettings(), model)
-        request.encoder_model, request.stats = preset.encoder_model, preset.stats
+        request.encoder_model = preset.encoder_model
     progress = make_progress(quiet)
     with progress:
         doc = score_run(run, request, progress=_RichScoreProgress(progress, quiet))
