@@ -90,7 +90,7 @@ AUXILIARIES = frozenset("is are was were be been being am has have had do does d
                         "should may might must".split())
 ADVERBS = frozenset("""
     very too quite also just together there here away back still always never often even really almost alone only
-    again then now already rather nearby next not softly gently slowly quickly brightly
+    again then now already rather nearby not softly gently slowly quickly brightly
 """.split())
 VERBS = frozenset("""
     sit sits sat stand stands stood hold holds held look looks lie lies lay rest rests hang hangs hung run runs ran
@@ -104,19 +104,22 @@ VERBS = frozenset("""
     kiss kisses glow glows sparkle sparkles reflect reflects perch perches sat seems seem appear appears
 """.split())
 ADJECTIVES = frozenset("""
-    red green blue yellow white black brown pink purple orange gray grey golden silver gold beige violet cyan
-    magenta turquoise maroon navy crimson scarlet teal ivory tan olive lavender bronze copper dark light bright pale
-    round square oblong spherical cubic triangular rectangular pentagonal hexagonal octagonal oval circular
-    cylindrical conical diamond flat curved pointed teardrop
-    wooden metallic plastic glass leather fluffy rubber fabric woolen woollen wool silk silky velvet cotton ceramic
-    stone marble concrete paper iron steel brick furry soft hard smooth rough shiny glossy matte transparent
+    red green blue yellow white black brown pink purple gray grey golden beige violet cyan
+    magenta turquoise maroon navy crimson scarlet teal ivory olive lavender bronze copper dark bright pale
+    round square oblong spherical cubic rectangular pentagonal hexagonal octagonal circular
+    cylindrical conical flat curved pointed teardrop angular rounded
+    wooden metallic plastic fluffy furry soft hard smooth rough shiny glossy transparent
     big small large tiny huge little tall short long wide narrow thick thin heavy old new young ancient modern
     cute beautiful pretty ugly happy sad angry hot cold warm cool wet dry clean dirty empty full fresh ripe
     delicious sweet sour tasty fat slim fast slow loud quiet quick elegant vintage rustic cozy fancy sleek
-    fuzzy bumpy spiky sharp striped spotted checkered colorful colourful sturdy fragile delicate vibrant
-    translucent iridescent opaque sunny rainy cloudy snowy windy foggy stormy sandy rocky grassy leafy muddy
-    dusty rusty hairy curly wavy creamy
-    juicy crispy crunchy spicy salty cheesy chubby busy lazy sleepy dreamy cozy messy tidy shaggy glittery sparkly
+    fuzzy bumpy sharp striped spotted colorful colourful sturdy fragile delicate vibrant
+    translucent opaque sunny rainy cloudy snowy windy foggy stormy sandy rocky grassy leafy muddy
+    dusty rusty hairy curly wavy creamy juicy crunchy cheesy chubby busy lazy sleepy dreamy messy tidy shaggy
+    glittery sparkly natural jagged intricate crisp gentle fragrant bold perfect textured tired comfortable
+    stunning high dull prickly rich calm polished romantic soothing whitish stainless favorite floral electronic
+    unique different rugged thorny dim graceful icy grand early peaceful lush streamlined endless artistic plush
+    timeless dramatic scenic special remote visible blank celestial magic precious beloved useful fashionable
+    picturesque necessary lumpy compact bulky other same
 """.split())
 ADJECTIVE_SUFFIXES = ("ful", "ous", "ive", "ical", "able", "ible", "less", "ish", "en", "-shaped")
 NOT_ADJECTIVES = frozenset("""
@@ -162,6 +165,8 @@ def _word_class(word: str, prev: str | None, first: bool) -> str:
         return "PUNCT"
     if w.isdigit() or w in NUMBERS:
         return "NUM"
+    if w == "next":  # spaCy: "was next to" ADJ, "lay next to" ADV
+        return "ADJ" if prev == "AUX" else "ADV"
     for tag, words in (("DET", DETERMINERS), ("POSS", POSSESSIVES), ("CCONJ", CONJUNCTIONS),
                        ("SCONJ", SUBORDINATORS), ("PRON", PRONOUNS), ("AUX", AUXILIARIES), ("ADP", PREPOSITIONS)):
         if w in words:
@@ -189,7 +194,8 @@ def _is_head(word: str, tag: str) -> bool:
     """Can this word, ending a run of phrase words, be the phrase's head noun?"""
     if tag in ("NOUN", "PROPN", "VERB-MOD"):
         return True
-    return tag == "ADJ" and (word.lower() in NOUN_ADJECTIVES or word.lower() not in ADJECTIVES)
+    w = word.lower()
+    return tag == "ADJ" and w != "next" and (w in NOUN_ADJECTIVES or w not in ADJECTIVES)
 
 
 class RuleParser:
@@ -207,6 +213,9 @@ class RuleParser:
             out.append([word, tag, start, end])
             if tag != "PUNCT":
                 prev = tag
+        for i, t in enumerate(out[:-1]):  # "the silver watch was ...": a listed verb before an auxiliary is a noun
+            if t[1] == "VERB" and t[0].lower() in VERBS and out[i + 1][1] == "AUX":
+                t[1] = "NOUN"
         for i, t in enumerate(out):  # "her" before a phrase word is a possessive, else the pronoun
             if t[0].lower() == "her":
                 nxt = out[i + 1][1] if i + 1 < len(out) else None
