@@ -305,3 +305,14 @@ def test_the_third_party_scorer_in_the_docs_works(tmp_path, run_cli):
         assert "colourfulness" in run_cli("bench", "table", run).stdout
     finally:
         set_registry(None)
+
+
+def test_bench_json_categories_as_an_object_keep_their_order(tmp_path):
+    from ovi_cli.bench.score import open_run
+
+    run = make_run(tmp_path / "run", {"single": ["a red circle"], "binding": ["a red circle and a blue star"],
+                                      "color": ["a red cup"]}, benchmark="toy")
+    bench = json.loads((run / "bench.json").read_text())
+    bench["categories"] = {"single": {"prompts": 1}, "binding": {"prompts": 1}, "color": {"prompts": 1}}
+    (run / "bench.json").write_text(json.dumps(bench))
+    assert open_run(run).categories == ["color", "single", "binding"]  # the paper's first, then bench.json's

@@ -70,14 +70,17 @@ def run_name(bench: Mapping[str, Any], fallback: str) -> str:
 
 
 def order_categories(categories: Iterable[str]) -> list[str]:
-    """The paper's order first, then the rest alphabetically; duplicates dropped."""
+    """The paper's categories in the paper's order first, then the others in the order given; no duplicates."""
     unique = list(dict.fromkeys(categories))
     known = [c for c in PAPER_ORDER if c in unique]
-    return known + sorted(c for c in unique if c not in PAPER_ORDER)
+    return known + [c for c in unique if c not in PAPER_ORDER]
 
 
 def run_categories(run: Path, bench: Mapping[str, Any] | None = None) -> list[str]:
-    """Categories of a run that have a `samples/` folder (bench.json's list first, in its order)."""
+    """Categories of a run that have a `samples/` folder (bench.json's first, in its order; then by name).
+
+    bench.json's "categories" may be a list of names or an object keyed by name.
+    """
     run = Path(run)
     listed = [c for c in (bench or {}).get("categories", []) or [] if isinstance(c, str)]
     found = sorted(p.parent.name for p in run.glob(f"*/{SAMPLES}") if p.is_dir())

@@ -2,7 +2,7 @@
 
 Rows are read from each run's `scores.json` (written by `ovi bench score`); a run is named by its
 prior and constraints (`ovi+nn:0.5`). Columns follow the T2I-CompBench++ paper's order (color,
-shape, texture, spatial, 3d_spatial, numeracy, non_spatial, complex, then other categories); a
+shape, texture, spatial, 3d_spatial, numeracy, non_spatial, complex, then other categories as scored); a
 category scored by several scorers has one column per scorer, the paper's scorer first. Every
 number is a mean over the images counted beside it. `published=True` adds the ECLIPSE paper's rows
 (`ovi_cli.bench.published`), marked as published. Pure: formatting only; the CLI prints.
@@ -118,16 +118,16 @@ def build_table(runs: Sequence[Row], published: bool = False, show_all: bool = F
         for r in rows:
             for col in components(r):
                 r.cells.pop(col, None)
-    columns = {col for r in rows for col in r.cells}
+    columns = list(dict.fromkeys(col for r in rows for col in r.cells))  # first seen first
     primary: dict[str, str] = {}
     for r in rows:
         for c, s in r.primary.items():
             primary.setdefault(c, s)
     ordered: list[Column] = []
     for category in order_categories(c for c, _ in columns):
-        scorers = sorted(s for c, s in columns if c == category)
+        scorers = [s for c, s in columns if c == category]
         first = primary.get(category, PAPER_SCORERS.get(category))
-        ordered += sorted(((category, s) for s in scorers), key=lambda col: (col[1] != first, col[1]))
+        ordered += sorted(((category, s) for s in scorers), key=lambda col: col[1] != first)  # stable
     if published:
         for p in published_rows():
             p.cells = {col: cell for col, cell in p.cells.items() if col in columns}
