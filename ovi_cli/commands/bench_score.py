@@ -122,11 +122,11 @@ def score(
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
-    _print_table(build_table([load_run(run)]), f"{doc['name']}: {run}")
+    print_table(build_table([load_run(run)]), f"{doc['name']}: {run}")
     typer.echo(f"wrote {run / 'scores.json'} and the official result files under each category")
 
 
-def _print_table(table, title: str) -> None:
+def print_table(table, title: str) -> None:
     """The Rich table; never cut: wider than the terminal, it is printed wide (the terminal wraps lines)."""
     from rich.console import Console
     from rich.table import Table as RichTable
@@ -191,7 +191,7 @@ def table(
     elif markdown:
         typer.echo(to_markdown(tab), nl=False)
     else:
-        _print_table(tab, f"ovi bench table: {len(runs)} run(s)")
+        print_table(tab, f"ovi bench table: {len(runs)} run(s)")
     if plot is not None:
         write_plot(plot, tab)
         if not (as_csv or as_json or markdown):
