@@ -24,7 +24,7 @@ def _names(text: str | None, flag: str) -> list[str] | None:
     return list(dict.fromkeys(names))
 
 
-class _RichScoreProgress:
+class RichScoreProgress:
     """`ScoreProgress` drawn with Rich: a spinner for loading, one bar per category and scorer."""
 
     def __init__(self, progress, quiet: bool) -> None:
@@ -118,7 +118,7 @@ def score(
         request.encoder_model = preset.encoder_model
     progress = make_progress(quiet)
     with progress:
-        doc = score_run(run, request, progress=_RichScoreProgress(progress, quiet))
+        doc = score_run(run, request, progress=RichScoreProgress(progress, quiet))
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
