@@ -350,7 +350,8 @@ def build_scorers(names: Iterable[str], classes: Mapping[str, type], request: Sc
     unknown_owners = set(request.options) - set(classes)
     if unknown_owners:
         owner = sorted(unknown_owners)[0]
-        raise OviError(f"--option {owner}.…: no scorer named {owner!r} (scorers: {', '.join(sorted(classes))})")
+        key = next(iter(request.options[owner]), "KEY")
+        raise OviError(f"--option {owner}.{key}: no scorer named {owner!r} (scorers: {', '.join(sorted(classes))})")
     out: dict[str, Scorer] = {}
     for name in names:
         cls = classes[name]
