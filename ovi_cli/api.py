@@ -294,6 +294,92 @@ class ModelPreset(ABC):
         """Process-wide settings the preset needs (e.g. torch threads); called before loading models."""
 
 
+# ---- scorers: `ovi bench score RUN --scorers NAME` ----------------------------------------------
+@dataclass(frozen=True)
+class ScoreItem:
+    """One benchmark image to score: `RUN/<category>/samples/{prompt}_{NNNNNN}.png`."""
+
+    path: Any  # pathlib.Path of the PNG
+    name: str  # its file name
+    prompt: str  # read back from the name with the official rule: name.split('_')[0]
+    index: int  # the six-digit counter: int(name.split('_')[-1][:-4])
+    category: str  # the category folder it lies in (color, spatial, complex, ...)
+
+
+@dataclass
+class ImageScore:
+    """A scorer's number for one image (what the official result file holds) and how it got there."""
+
+    score: float
+    details: dict[str, Any] = field(default_factory=dict)  # JSON-able: questions, P(yes), boxes, ...
+
+
+@dataclass
+class ScorerContext:
+    """What a scorer is built with."""
+
+    device: torch.device
+    options: dict[str, Any] = field(default_factory=dict)  # this scorer's options, defaults applied
+    batch_size: int = 16
+    nlp: str = "auto"  # noun phrases / part of speech: auto (spaCy where installed), spacy, rules
+    encoder_model: str | None = None  # the CLIP towers of a `--model` preset (e.g. the toy CLIP), if one was named
+    warn: WarnFn = _no_warning  # one warning line for the user
+
+
+class Scorer(ABC):
+    """Scores benchmark images: one number per image, averaged per category (T2I-CompBench's way).
+
+    ovi calls `settings()` and `required_models()` before anything loads, `load()` once, then
+    `score()` on batches of images of one category. `settings()` is what the numbers depend on
+    (model weights, options, noun-phrase parser): a rerun with different settings is refused
+    instead of mixing old and new numbers. `official_files()` writes the result files in the
+    shapes the official T2I-CompBench scripts write, beside the category's `samples/`.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    # categories this scorer scores when `--scorers` is not given (the paper's table: color -> blip-vqa, ...)
+    categories: ClassVar[tuple[str, ...]] = ()
+    # benchmarks (bench.json's "benchmark") whose every category it scores by default (e.g. the toy oracle)
+    benchmarks: ClassVar[tuple[str, ...]] = ()
+    # categories it cannot score, with the reason shown to the user (e.g. 3d_spatial needs depth)
+    refuses: ClassVar[dict[str, str]] = {}
+    # other scorers whose per-image results `score` combines (3-in-1); ovi runs them first
+    requires: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[tuple[PluginOption, ...]] = ()  # read from `self.options`
+
+    def __init__(self, context: ScorerContext) -> None:
+        self.context = context
+        self.options = dict(context.options)
+
+    def required_models(self) -> list[ModelRef]:
+        """The models `load` will read: checked before anything loads, so all missing ones are named once."""
+        return []
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-able facts the numbers depend on; compared with those stored beside earlier scores."""
+        return {"options": dict(self.options)}
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able facts recorded in scores.json but not compared (e.g. the model's folder)."""
+        return {}
+
+    def load(self) -> None:  # noqa: B027 - optional hook
+        """Load models (called once, and only when some image still needs this scorer)."""
+
+    @abstractmethod
+    def score(self, items: list[ScoreItem], inputs: dict[str, list[ImageScore]]) -> list[ImageScore]:
+        """One `ImageScore` per item (all of one category). `inputs[name]` holds, per item, the
+        results of each scorer named in `requires`."""
+
+    def official_files(self, category: str, scored: list[tuple[ScoreItem, ImageScore]]) -> dict[str, Any]:
+        """Result files for one category: path relative to the category folder -> JSON object or text.
+
+        `scored` is in the official order (by the file counter). Default: none.
+        """
+        return {}
+
+
 # ---- benchmarks (`ovi bench generate NAME`) ----------------------------------------------------
 class Benchmark(ABC):
     """A prompt suite: named categories, each an ordered list of prompts.

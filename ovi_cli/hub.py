@@ -48,21 +48,24 @@ def advice(ref: ModelRef) -> str:
             f"copy DIR here and pass {ref.flag} DIR")
 
 
-def check_models(refs: Sequence[ModelRef]) -> None:
-    """Resolve every model a command needs before loading any; name all missing ones in one line."""
+def check_models(refs: Sequence[ModelRef], toy_hint: bool = True) -> None:
+    """Resolve every model a command needs before loading any; name all missing ones in one line.
+
+    `toy_hint`: end with the advice to try `--model toy` (not for models the toy world has no stand-in for).
+    """
     missing: list[ModelUnavailable] = []
     for ref in dict.fromkeys(refs):
         try:
             resolve_model_dir(ref.source, what=ref.what, flag=ref.flag, subfolders=ref.subfolders)
         except ModelUnavailable as exc:
             missing.append(exc)
+    hint = "; or try ovi offline right away with --model toy" if toy_hint else ""
     if len(missing) == 1:
-        raise OviError(f"{missing[0]}; or try ovi offline right away with --model toy")
+        raise OviError(f"{missing[0]}{hint}")
     if missing:
         names = "; ".join(f"{m.ref.what} {m.ref.source!r} (then {m.ref.flag} DIR)" for m in missing)
         raise OviError(f"models not available here ({missing[0].reason}): {names}; download each where there "
-                       "is network with `hf download ID --local-dir DIR` and copy it here, or try ovi offline "
-                       "right away with --model toy")
+                       f"is network with `hf download ID --local-dir DIR` and copy it here{hint}")
 
 
 def quiet_hf_libraries() -> None:

@@ -43,6 +43,16 @@ def encoders(encoder_repo):
     return Encoders.load(str(encoder_repo), device="cpu")
 
 
+@pytest.fixture(scope="session")
+def scorer_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random CLIP, BLIP-VQA and OWLv2 folders in their hub layouts (tests/helpers/tiny_scorers.py)."""
+    from tests.helpers import tiny_scorers
+
+    root = tmp_path_factory.mktemp("scorer-models")
+    return {"clip": tiny_scorers.make_clip_repo(root / "clip"), "blip": tiny_scorers.make_blip_repo(root / "blip"),
+            "owl": tiny_scorers.make_owl_repo(root / "owl")}
+
+
 @dataclass
 class CliResult:
     code: int

@@ -25,40 +25,35 @@ def _weights(text: str) -> tuple[float, ...]:
 
 
 def eval_toy_command(
-    prompts: Annotated[int, typer.Option("--prompts", help="Held-out prompts to generate (alternately single shapes "
-                                         "and two-object binding prompts).")] = 24,
-    steps: Annotated[int, typer.Option("--steps", help="OVI optimisation steps per prompt.")] = 300,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for toy_eval.csv, toy_eval.json and "
-                                      "toy_eval_grid.png.")] = Path("outputs/toy-eval"),
-    seed: Annotated[int, typer.Option(help="Seed for prompts, OVI starts and reference images.")] = 0,
+    prompts: Annotated[int | None, typer.Option(
+        "--prompts", help="Only the first N prompts of each toy category (default: all, 12 single and 24 binding).",
+        show_default=False)] = None,
+    images_per_prompt: Annotated[int, typer.Option("--images-per-prompt", "-k", help="Images per prompt.")] = 1,
+    steps: Annotated[int, typer.Option("--steps", help="OVI optimisation steps per image.")] = 300,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for one benchmark run per method and "
+                                      "table.{md,csv,json,png}.")] = Path("outputs/toy-eval"),
+    seed: Annotated[int, typer.Option(help="Image j of every prompt uses seed + j.")] = 42,
     mahalanobis_weights: Annotated[str, typer.Option(
         help="Comma-separated mahalanobis weights to compare (the largest should collapse).")] = "0.003,0.03,1",
-    reference: Annotated[int, typer.Option(help="Real held-out images for FID.")] = 500,
-    models: Annotated[Path | None, typer.Option(help="Toy models folder (default: the shipped ones).")] = None,
+    real: Annotated[bool, typer.Option("--real/--no-real", help="Add real rendered images of the prompts "
+                                       "(the ceiling).")] = True,
     quiet: options.Quiet = False,
 ) -> None:
-    """Compare textemb, ovi, ovi+mahalanobis, ovi+nn and the trained toy prior on held-out prompts."""
-    from rich.console import Console
-    from rich.table import Table
+    """The benchmark harness's toy preset: textemb, ovi, ovi+mahalanobis, ovi+nn and the toy prior, each
+    `ovi bench generate toy --model toy` + `ovi bench score --scorers oracle,clip-score`, then one table."""
+    from ovi_cli.commands.bench_score import RichScoreProgress, print_table
+    from ovi_cli.console import make_progress
+    from ovi_plugins.toy.eval import default_methods, generate_runs, score_runs, write_table
 
-    from ovi_cli.console import err_console
-    from ovi_plugins.toy.eval import COLUMNS, default_methods, format_row, run_eval
-    from ovi_plugins.toy.preset import MODELS_DIR
-
-    if reference < 2:
-        raise OviError("--reference must be >= 2")
-    result = run_eval(
-        out, prompts=prompts, steps=steps, seed=seed, models_dir=models or MODELS_DIR,
-        methods=default_methods(_weights(mahalanobis_weights)), reference_images=reference,
-        log=(lambda s: None) if quiet else (lambda s: err_console.print(s, highlight=False)),
-    )
-    table = Table(title=f"ovi eval toy: {len(result.prompts)} held-out prompts, {steps} OVI steps")
-    for col in COLUMNS:
-        table.add_column(col, justify="left" if col == "method" else "right")
-    for r in result.rows:
-        table.add_row(*format_row(r))
-    Console(width=160).print(table)
-    typer.echo(f"wrote {result.files['csv']}, {result.files['json']}, {result.files['grid']}")
+    methods = default_methods(_weights(mahalanobis_weights))
+    runs = generate_runs(out, steps=steps, images_per_prompt=images_per_prompt, seed=seed, limit=prompts,
+                         methods=methods, real=real, quiet=quiet)
+    progress = make_progress(quiet)
+    with progress:
+        score_runs(runs, RichScoreProgress(progress, quiet))
+    table = write_table(out, runs)
+    print_table(table, f"ovi eval toy: {len(runs)} runs, {steps} OVI steps, {images_per_prompt} image(s) per prompt")
+    typer.echo(f"wrote {out}/table.md, table.csv, table.json, table.png and one run folder per method")
 
 
 def add_commands(app: typer.Typer) -> None:

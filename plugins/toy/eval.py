@@ -1,37 +1,29 @@
-"""`ovi eval toy`: the paper's comparison at toy scale, scored by an oracle that is not CLIP.
+"""`ovi eval toy`: the benchmark harness's toy preset (the paper's comparison at toy scale, offline).
 
-For held-out prompts (single shapes and two-object attribute binding, all built on colour-shape
-pairs no training image shows), every method makes one image per prompt with the toy encoder and
-decoder, and each image is scored by:
-- oracle object accuracy: fraction of the prompt's (colour, shape) objects found, colour and shape
-  in the same blob (binding); oracle exact: all found and nothing else; colour accuracy;
-- toy-CLIP score: cosine of the image's toy-CLIP embedding with the prompt's text embedding;
-- FID on toy-CLIP image embeddings against real held-out images (Frechet distance of Gaussians);
-- NN cosine: mean over images of the best cosine to the training images (the toy stats store).
-A `real` row scores freshly rendered real images of the same prompts: the ceiling.
+For each method (textemb, ovi, ovi+mahalanobis at a few weights, ovi+nn, the trained toy prior) it
+runs exactly what a user would type:
+
+    ovi bench generate toy --model toy --out OUT/<method> --prior P [-c C] --steps S -k K [--limit N]
+    ovi bench score OUT/<method> --scorers oracle,clip-score --model toy
+
+plus a `real` run of freshly rendered real images of the same prompts (the ceiling), then one
+`ovi bench table` of all runs, written to OUT/table.{md,csv,json,png}. Every step resumes: rerun
+the same command after an interrupt. Scores: `oracle` (fraction of the prompt's coloured shapes
+found, colour and shape bound; CLIP-free) and `clip-score` with the toy CLIP.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import time
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
+from ovi_cli.errors import OviError
 
-from ovi_cli.outputs import atomic_outputs
-from ovi_plugins.toy.dataset import heldout_prompts, make_arrays, parse_prompt, render, scene_for_objects
-from ovi_plugins.toy.oracle import judge
-from ovi_plugins.toy.preset import MODELS_DIR, toy_paths
-
-COLUMNS = ("method", "oracle_object_acc", "oracle_exact", "oracle_colour_acc", "clip_score", "fid",
-           "nn_cosine", "embed_text_cosine", "seconds")
 DEFAULT_MAHALANOBIS_WEIGHTS = (0.003, 0.03, 1.0)
+SCORERS = ["oracle", "clip-score"]
+REAL = "real"
 
 
 @dataclass
@@ -48,176 +40,111 @@ def default_methods(mahalanobis_weights: tuple[float, ...] = DEFAULT_MAHALANOBIS
     return out
 
 
-# ---- metrics (pure) ---------------------------------------------------------------------------
-def _sqrt_psd(m: np.ndarray) -> np.ndarray:
-    vals, vecs = np.linalg.eigh((m + m.T) / 2)
-    return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+def run_folder(out: Path, label: str) -> Path:
+    from ovi_cli.outputs import slugify
+
+    return Path(out) / slugify(label.replace(":", "-").replace("+", "-plus-"))
 
 
-def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
-    """`||mu1 - mu2||^2 + tr(C1 + C2 - 2 (C1^1/2 C2 C1^1/2)^1/2)`, the FID formula, for PSD covariances."""
-    s1 = _sqrt_psd(np.asarray(cov1, np.float64))
-    inner = _sqrt_psd(s1 @ np.asarray(cov2, np.float64) @ s1)
-    diff = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
-    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(inner))
+def generate_args(method: Method, run: Path, *, steps: int, images_per_prompt: int, seed: int,
+                  limit: int | None, quiet: bool) -> list[str]:
+    """The `ovi bench generate` command line of one method."""
+    args = ["bench", "generate", "toy", "--model", "toy", "--out", str(run), "--prior", method.prior,
+            "--steps", str(steps), "-k", str(images_per_prompt), "--seed", str(seed)]
+    for c in method.constraints:
+        args += ["--constraint", c]
+    if limit is not None:
+        args += ["--limit", str(limit)]
+    return args + (["--quiet"] if quiet else [])
 
 
-def fid_of(features: np.ndarray, reference: np.ndarray) -> float:
-    """FID between two feature sets `[N, D]` (sample covariances; N >= 2 each)."""
-    f = np.asarray(features, np.float64)
-    r = np.asarray(reference, np.float64)
-    return frechet_distance(f.mean(0), np.cov(f, rowvar=False), r.mean(0), np.cov(r, rowvar=False))
+def write_real_run(run: Path, *, images_per_prompt: int, seed: int, limit: int | None) -> None:
+    """Real rendered images of the toy prompts in the benchmark layout (skips images already there)."""
+    import numpy as np
+
+    from ovi_cli.bench import layout
+    from ovi_cli.outputs import atomic_outputs, atomic_write_json
+    from ovi_plugins.toy.benchmark import ToyBenchmark
+    from ovi_plugins.toy.dataset import parse_prompt, render, scene_for_objects
+
+    bench = ToyBenchmark()
+    for c, category in enumerate(bench.categories):
+        prompts = bench.prompts(category)[:limit]
+        for i, prompt in enumerate(prompts):
+            for j in range(images_per_prompt):
+                index = layout.sample_index(i, j, images_per_prompt)
+                path = layout.sample_path(run, category, prompt, index)
+                if path.exists():
+                    continue
+                rng = np.random.default_rng([seed, c, index])
+                image = render(scene_for_objects(parse_prompt(prompt), rng))
+                with atomic_outputs() as staging:
+                    staging.write_with(path, lambda p, im=image: im.save(p, format="PNG"))
+    atomic_write_json(layout.bench_json_path(run), {
+        "benchmark": "toy", "settings": {"prior": REAL, "images_per_prompt": images_per_prompt, "seed": seed},
+        "categories": list(bench.categories), "note": "real rendered images of the prompts: the ceiling"})
 
 
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
-    return (a * b).sum(1)
-
-
-# ---- the run --------------------------------------------------------------------------------
-@dataclass
-class EvalResult:
-    rows: list[dict[str, Any]]
-    prompts: list[str]
-    files: dict[str, str]
-    info: dict[str, Any]
-
-
-def run_eval(
-    out: Path,
-    *,
-    prompts: int = 24,
-    steps: int = 300,
-    seed: int = 0,
-    models_dir: Path = MODELS_DIR,
-    methods: list[Method] | None = None,
-    reference_images: int = 500,
-    grid_prompts: int = 8,
-    log: Callable[[str], None] = lambda s: None,
-) -> EvalResult:
-    """Generate and score every method on `prompts` held-out prompts; write CSV, JSON and a grid PNG."""
-    from ovi_cli.encoders import Encoders
-    from ovi_cli.errors import OviError
-    from ovi_cli.pipeline import OviPipeline
-    from ovi_cli.settings import GenSettings
-    from ovi_stats.store import open_store
-
-    torch.set_num_threads(1)
-    if prompts < 2:
-        raise OviError("--prompts must be >= 2 (FID needs two images per method)")
-    if steps < 1:
-        raise OviError("--steps must be >= 1")
-    paths = toy_paths(Path(models_dir))
-    if not paths["encoder"].is_dir():
-        raise OviError(f"no toy models in {models_dir} (train them with `ovi toy train`)")
-    methods = methods or default_methods()
-    texts = heldout_prompts(prompts, seed)
-    if len(texts) < prompts:
-        raise OviError(f"only {len(texts)} distinct held-out prompts exist (--prompts)")
-    objects = [parse_prompt(p) for p in texts]
-    seeds = [seed + i for i in range(len(texts))]
-    encoders = Encoders.load(str(paths["encoder"]), device="cpu")
-    store = open_store(str(paths["stats"]))
-    text_emb = encoders.encode_text(texts).text_embeds.numpy()
-
-    ref_arr, _ = make_arrays(reference_images, "heldout", seed + 1)
-    from PIL import Image
-
-    ref_feats = encoders.encode_images([Image.fromarray(a) for a in ref_arr]).numpy()
-
-    def score(label: str, images: list, embeds: np.ndarray | None, seconds: float) -> dict[str, Any]:
-        feats = encoders.encode_images(images).numpy()
-        judged = [judge(im, objs) for im, objs in zip(images, objects)]
-        nn_cos, _ = store.search(feats.astype(np.float32), 1)
-        return {
-            "method": label,
-            "oracle_object_acc": float(np.mean([j.object_accuracy for j in judged])),
-            "oracle_exact": float(np.mean([j.exact for j in judged])),
-            "oracle_colour_acc": float(np.mean([j.colour_accuracy for j in judged])),
-            "clip_score": float(cosine_rows(feats, text_emb).mean()),
-            "fid": fid_of(feats, ref_feats),
-            "nn_cosine": float(np.mean(nn_cos[:, 0])),
-            "embed_text_cosine": float(cosine_rows(embeds, text_emb).mean()) if embeds is not None else float("nan"),
-            "seconds": seconds,
-        }
-
-    rows: list[dict[str, Any]] = []
-    grid: list[tuple[str, list]] = []
-    rng = np.random.default_rng(20_000 + seed)
-    real = [render(scene_for_objects(o, rng)) for o in objects]
-    rows.append(score("real (rendered)", real, None, 0.0))
-    grid.append(("real (rendered)", real))
-    log(f"real images: oracle {rows[-1]['oracle_object_acc']:.2f}")
-    for m in methods:
-        settings = GenSettings(
-            prior=m.prior, decoder="toy", encoder_model=str(paths["encoder"]), decoder_model=str(paths["decoder"]),
-            stats=str(paths["stats"]), constraints=list(m.constraints), steps=steps, height=64, width=64,
-            device="cpu", seed=seed,
-            options={"toy-prior": {"model": str(paths["prior"])}} if m.prior == "toy-prior" else {},
-        )
-        t = time.perf_counter()
-        pipe = OviPipeline(settings, encoders=encoders)
-        batch = pipe.embed(texts, seeds)
-        images = pipe.decode(batch)
-        seconds = time.perf_counter() - t
-        rows.append(score(m.label, images, batch.image_embeds.numpy(), seconds))
-        grid.append((m.label, images))
-        r = rows[-1]
-        log(f"{m.label}: oracle {r['oracle_object_acc']:.2f} clip {r['clip_score']:.3f} fid {r['fid']:.1f} "
-            f"nn {r['nn_cosine']:.3f} ({seconds:.1f}s)")
-
+def generate_runs(out: Path, *, steps: int = 300, images_per_prompt: int = 1, seed: int = 42,
+                  limit: int | None = None, methods: list[Method] | None = None, real: bool = True,
+                  quiet: bool = False, invoke: Callable[[list[str]], None] | None = None) -> list[Path]:
+    """`ovi bench generate toy` for every method (and the real images); the run folders in table order."""
+    if steps < 1 or images_per_prompt < 1 or (limit is not None and limit < 1):
+        raise OviError("--steps, --images-per-prompt and --prompts must be >= 1")
+    invoke = invoke or invoke_cli
+    methods = methods if methods is not None else default_methods()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    info = {"prompts": texts, "steps": steps, "seed": seed, "reference_images": reference_images,
-            "models": str(models_dir), "encoder_fingerprint": encoders.fingerprint(),
-            "methods": [m.__dict__ for m in methods]}
-    files = {"csv": str(out / "toy_eval.csv"), "json": str(out / "toy_eval.json"),
-             "grid": str(out / "toy_eval_grid.png")}
-    with atomic_outputs() as staging:  # the three files land together, or none does
-        staging.write_text(files["csv"], _csv_text(rows))
-        staging.write_json(files["json"], {"rows": rows, **info})
-        staging.write_with(files["grid"], lambda p: make_grid(grid, texts, grid_prompts).save(p, format="PNG"))
-    return EvalResult(rows, texts, files, info)
+    if out.exists() and not out.is_dir():
+        raise OviError(f"--out {str(out)!r} is a file; give a folder")
+    runs = []
+    if real:
+        runs.append(run_folder(out, REAL))
+        write_real_run(runs[-1], images_per_prompt=images_per_prompt, seed=seed, limit=limit)
+    for m in methods:
+        runs.append(run_folder(out, m.label))
+        invoke(generate_args(m, runs[-1], steps=steps, images_per_prompt=images_per_prompt, seed=seed, limit=limit,
+                             quiet=quiet))
+    return runs
 
 
-def _csv_text(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
+def score_runs(runs: list[Path], progress=None) -> None:
+    """`ovi bench score RUN --scorers oracle,clip-score --model toy` for every run."""
+    from ovi_cli.bench.score import ScoreRequest, score_run
+    from ovi_plugins.toy.preset import toy_paths
+
+    request = ScoreRequest(scorers=list(SCORERS), encoder_model=str(toy_paths()["encoder"]))
+    for run in runs:
+        score_run(run, request, progress=progress)
 
 
-def make_grid(rows: list[tuple[str, list]], prompts: list[str], columns: int = 8, cell: int = 64):
-    """One row per method (label on the left), one column per prompt (first `columns` prompts)."""
-    from PIL import Image, ImageDraw
-
-    cols = min(columns, len(prompts))
-    label_w, head_h = 130, 28
-    grid = Image.new("RGB", (label_w + cols * (cell + 2), head_h + len(rows) * (cell + 2)), "white")
-    draw = ImageDraw.Draw(grid)
-    for j in range(cols):
-        words = prompts[j].split()
-        half = (len(words) + 1) // 2
-        draw.text((label_w + j * (cell + 2), 2), " ".join(words[:half]), fill="black")
-        draw.text((label_w + j * (cell + 2), 14), " ".join(words[half:]), fill="black")
-    for i, (label, images) in enumerate(rows):
-        y = head_h + i * (cell + 2)
-        draw.text((4, y + cell // 2 - 6), label, fill="black")
-        for j, im in enumerate(images[:cols]):
-            grid.paste(im.convert("RGB").resize((cell, cell)), (label_w + j * (cell + 2), y))
-    return grid
+def run_eval(out: Path, **kwargs) -> list[Path]:
+    """`generate_runs` then `score_runs` (silent); the run folders."""
+    runs = generate_runs(out, **kwargs)
+    score_runs(runs)
+    return runs
 
 
-def format_row(r: dict[str, Any]) -> list[str]:
-    def f(v, spec):
-        return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
+def invoke_cli(args: list[str]) -> None:
+    """Run an `ovi` command in this process, exactly as typed (errors propagate as exceptions)."""
+    import typer
 
-    return [r["method"], f(r["oracle_object_acc"], ".2f"), f(r["oracle_exact"], ".2f"),
-            f(r["oracle_colour_acc"], ".2f"), f(r["clip_score"], ".3f"), f(r["fid"], ".2f"),
-            f(r["nn_cosine"], ".3f"), f(r["embed_text_cosine"], ".3f"), f(r["seconds"], ".1f")]
+    from ovi_cli.cli import core_app
+
+    typer.main.get_command(core_app()).main(args=args, prog_name="ovi", standalone_mode=False)
 
 
-__all__ = ["run_eval", "frechet_distance", "fid_of", "default_methods", "Method", "EvalResult"]
+def write_table(out: Path, runs: list[Path]):
+    """OUT/table.md, table.csv, table.json and table.png of the runs; returns the table."""
+    from ovi_cli.bench.table import build_table, load_run, render_plot, to_csv, to_json, to_markdown
+    from ovi_cli.outputs import atomic_outputs
+
+    table = build_table([load_run(r) for r in runs])
+    with atomic_outputs() as staging:
+        staging.write_text(out / "table.md", to_markdown(table))
+        staging.write_text(out / "table.csv", to_csv(table))
+        staging.write_text(out / "table.json", json.dumps(to_json(table), indent=2) + "\n")
+        staging.write_with(out / "table.png", lambda p: render_plot(p, table, "ovi eval toy"))
+    return table
+
+
+__all__ = ["run_eval", "generate_runs", "score_runs", "write_table", "default_methods", "Method"]

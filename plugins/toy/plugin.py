@@ -147,3 +147,10 @@ def register_commands(cli):
     from ovi_plugins.toy.commands import add_commands
 
     add_commands(cli)
+
+
+@hookimpl
+def register_scorers(register):
+    from ovi_plugins.toy.scorers import OracleScorer
+
+    register(OracleScorer)
