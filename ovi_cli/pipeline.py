@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import Tensor
@@ -336,18 +336,18 @@ class OviPipeline:
         return {names.get(k, k): getattr(self.settings, k) for k in self.decoder.uses_settings}
 
 
-def save_embeddings(path: Path, batch: EmbedBatch, i: int) -> None:
-    from safetensors.torch import save_file
+def save_embeddings(handle: IO[bytes], batch: EmbedBatch, i: int) -> None:
+    """Write prompt `i`'s embeddings as safetensors to an open binary handle."""
+    from safetensors.torch import save
 
-    save_file(
+    handle.write(save(
         {
             "image_embeds": batch.image_embeds[i : i + 1].contiguous(),
             "negative_image_embeds": batch.negative_image_embeds[i : i + 1].contiguous(),
             "text_embeds": batch.text.text_embeds[i : i + 1].cpu().contiguous(),
         },
-        str(path),
         metadata={"prompt": batch.prompts[i]},
-    )
+    ))
 
 
 def package_versions() -> dict[str, str]:

@@ -28,6 +28,16 @@ def _out_path(out: Path | None, name: str | None, default_name: str) -> Path:
     return named_store_path(name or default_name)
 
 
+def _checked_target(target: Path, force: bool, inputs: list[Path], what: str) -> Path:
+    """The store's path checked before any model loads: writable, and replaceable only as a store."""
+    from ovi_cli.checks import check_output_folder
+    from ovi_stats.store import check_store_target
+
+    check_output_folder(target.parent, "--out")
+    check_store_target(target, force=force, inputs=inputs, what=what)
+    return target
+
+
 def _check_index(index: str) -> str:
     from ovi_stats.index import INDEX_TYPES
 
@@ -67,26 +77,30 @@ def build_stats(
         "--out", "-o", help="Write the store to this folder (default: $OVI_HOME/stats/NAME).")] = None,
     name: Annotated[str | None, typer.Option(
         help="Name of the store under $OVI_HOME/stats (default: the image folder's name).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images encoded per batch.")] = 64,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Images encoded per batch (default 64; with --resume: the interrupted build's).",
+        show_default=False)] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N image files (sorted paths).")] = None,
     workers: Annotated[int | None, typer.Option(
         help="Decoding/preprocessing worker processes (0 = in the main process; default: CPUs - 1, "
         "at most 8).")] = None,
-    index: Annotated[str, typer.Option(help=INDEX_HELP)] = "auto",
+    index: Annotated[str | None, typer.Option(
+        help=INDEX_HELP + " Default auto (with --resume: the interrupted build's).", show_default=False)] = None,
     shard: Annotated[str | None, typer.Option(
         help="Build only shard I of N (I/N, 1-based, contiguous blocks of the sorted files); "
         "merge shards with `ovi stats merge`.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted build from its last "
-                                         "checkpoint.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing store (or discard an "
-                                        "interrupted build).")] = False,
+                                         "checkpoint (refused if --limit/--shard/--batch-size/--index "
+                                         "differ from it).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing store (only a folder holding an ovi "
+                                        "store and nothing else), or discard an interrupted build.")] = False,
     from_embeddings: Annotated[bool, typer.Option(
         "--from-embeddings", help="PATHS are embedding dumps ([N, D] .npy, or .safetensors with a tensor "
         "image_embeds/embeddings) made with --encoder-model: no encoding.")] = False,
     file_list: Annotated[Path | None, typer.Option(
         help="With --from-embeddings: names of the rows (one per line, or a .json list).")] = None,
     checkpoint_every: Annotated[float, typer.Option(
-        help="Seconds between checkpoints that --resume continues from.")] = 60.0,
+        help="Seconds between checkpoints that --resume continues from (finite, >= 0).")] = 60.0,
     device: options.Device = "auto",
     dtype: options.Dtype = "auto",
     quiet: options.Quiet = False,
@@ -104,20 +118,23 @@ def build_stats(
     from ovi_stats import build
 
     encoder_model = settings_from_flags(ctx, model, encoder_model=encoder_model).encoder_model
-    _check_index(index)
+    if index is not None:
+        _check_index(index)
+    build.check_build_numbers(batch_size, limit, workers, checkpoint_every)
     paths = list(paths or [])
     if from_embeddings:
         if not paths:
             raise OviError("--from-embeddings needs one or more .npy/.safetensors files")
         if shard or resume or limit is not None:
             raise OviError("--shard, --resume and --limit apply to image folders, not --from-embeddings")
-        target = _out_path(out, name, paths[0].stem)
-        if target.exists() and not force:
-            raise OviError(f"{str(target)!r} already exists: pass --force to replace it")
+        target = _checked_target(_out_path(out, name, paths[0].stem), force,
+                                 paths + ([file_list] if file_list else []), "the input file")
+        if file_list is not None:
+            build.read_file_list(file_list.expanduser())  # a bad list is one line before the encoder loads
         encoders = Encoders.load(encoder_model, device="cpu")
         store = build.build_from_embeddings(
             paths, target, {"source": encoders.source, "fingerprint": encoders.fingerprint()},
-            dim=encoders.embed_dim, file_list=file_list, index=index, force=force,
+            dim=encoders.embed_dim, file_list=file_list, index=index or "auto", force=force,
         )
         _print_summary(store, [], None, json_out, quiet)
         return
@@ -132,9 +149,7 @@ def build_stats(
     default_name = source.expanduser().absolute().name or "stats"
     if shard_t:
         default_name += f"-shard{shard_t[0]}of{shard_t[1]}"
-    target = _out_path(out, name, default_name)
-    if target.exists() and not force:
-        raise OviError(f"{str(target)!r} already exists: pass --force to replace it")
+    target = _checked_target(_out_path(out, name, default_name), force, [source], "the image folder")
     dev = resolve_device(device)
     encoders = Encoders.load(encoder_model, device=dev, dtype=resolve_dtype(dtype, dev))
     # bars only on a terminal: in logs and pipes the summary line says it all
@@ -168,9 +183,10 @@ def stats_list(
     from rich.console import Console
     from rich.table import Table
 
+    from ovi_cli.console import warn
     from ovi_stats.store import list_stores, stats_root
 
-    stores = list_stores()
+    stores = list_stores(warn=warn)
     if json_out:
         typer.echo(json.dumps([s.describe() | {"created": s.meta.get("created")} for s in stores], indent=2))
         return
@@ -231,10 +247,9 @@ def stats_merge(
     if out is None and name is None:
         raise OviError("give --out PATH or --name NAME for the merged store")
     target = _out_path(out, name, "")
-    if target.exists() and not force:
-        raise OviError(f"{str(target)!r} already exists: pass --force to replace it")
     opened = [open_store(s) for s in stores]
-    merged = merge_stores(opened, target, index=index)
+    _checked_target(target, force, [s.path for s in opened], "the store")
+    merged = merge_stores(opened, target, index=index, force=force)
     _print_summary(merged, merged.skipped, None, json_out, quiet)
 
 

@@ -138,7 +138,7 @@ def run_eval(
             "clip_score": float(cosine_rows(feats, text_emb).mean()),
             "fid": fid_of(feats, ref_feats),
             "nn_cosine": float(np.mean(nn_cos[:, 0])),
-            "embed_text_cosine": float(cosine_rows(embeds, text_emb).mean()) if embeds is not None else float("nan"),
+            "embed_text_cosine": float(cosine_rows(embeds, text_emb).mean()) if embeds is not None else None,
             "seconds": seconds,
         }
 
