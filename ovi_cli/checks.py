@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ MAX_STEPS = 1_000_000
 MAX_TOKENS = 4096
 MAX_BATCH = 65_536
 MAX_THREADS = 4096
+MAX_WEIGHT = 1e6  # a constraint weight above this only overflows the loss
 # pseudo-filesystems: nothing ovi writes belongs there (writes there fail late, or worse, succeed)
 PSEUDO_FS = ("/proc", "/sys", "/dev")
 PSEUDO_FS_OK = ("/dev/shm",)
@@ -38,8 +40,6 @@ def check_int(value: Any, flag: str, *, minimum: int | None = None, maximum: int
     """An integer within [minimum, maximum] (either bound optional)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise OviError(f"{flag} must be a whole number, got {value!r}")
-    if minimum is not None and maximum is not None and not minimum <= value <= maximum:
-        raise OviError(f"{flag} must be between {minimum} and {maximum}, got {value}")
     if minimum is not None and value < minimum:
         raise OviError(f"{flag} must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:
@@ -86,6 +86,12 @@ def check_gen_settings(s: Any) -> None:
     check_int(s.width, "--width", minimum=1, maximum=MAX_SIDE)
     check_int(s.decoder_steps, "--decoder-steps", minimum=1, maximum=MAX_STEPS)
     check_float(s.guidance_scale, "--guidance-scale", minimum=0)
+    from ovi_cli.api import ConstraintSpec
+
+    for text in s.constraints:
+        spec = ConstraintSpec.parse(text)
+        if spec.weight is not None:
+            check_float(spec.weight, f"--constraint {text}: the weight", minimum=0, maximum=MAX_WEIGHT)
 
 
 # ---- output locations --------------------------------------------------------------------------
@@ -142,3 +148,24 @@ def check_output_folder(path: Path | str, flag: str = "--out") -> Path:
         return path
     _check_parent_chain(path, flag)
     return path
+
+
+def check_result_paths(paths: Sequence[Path], flag: str = "--out") -> None:
+    """Every file of every result (the image and its .json / .safetensors) can be written there."""
+    folders: set[Path] = set()
+    for p in paths:
+        for f in (p, p.with_suffix(".json"), p.with_suffix(".safetensors")):
+            if f.is_dir():
+                raise OviError(f"{flag}: {str(f)!r} is a folder, in the way of a result file")
+        folders.add(p.parent)
+    for folder in sorted(folders):
+        check_output_folder(folder, flag)
+
+
+def check_gen_run(settings: Any, paths: Sequence[Path], seeds: Sequence[int], batch: int) -> None:
+    """`ovi gen` before anything loads: every number, the seeds of every prompt, every output file."""
+    check_int(batch, "--batch", minimum=1, maximum=MAX_BATCH)
+    check_gen_settings(settings)
+    if seeds:
+        check_seed(min(seeds), count=max(seeds) - min(seeds) + 1)
+    check_result_paths(paths)

@@ -193,16 +193,20 @@ def open_append(path: Path | str) -> IO[bytes]:
     return os.fdopen(fd, "ab")
 
 
+_ATTEMPTS = 16  # fresh random names tried before giving up (a clash needs a planted name: 2**-64)
+
+
 def _new_temp(final: Path) -> tuple[Path, IO[bytes]]:
     ensure_folder(final.parent)
     clean_stale_temps(final.parent)
-    while True:
+    for _ in range(_ATTEMPTS):
         tmp = final.parent / temp_name(final.name)
         try:
             return tmp, new_file(tmp)
         except OutputError as exc:
             if not isinstance(exc.__cause__, FileExistsError):
                 raise
+    raise OutputError(f"cannot write {str(final)!r}: every temporary name tried already exists")
 
 
 def _finish_file(path: Path, ident: tuple[int, int] | None, mode: int) -> None:
@@ -383,7 +387,7 @@ def private_dir(final: Path | str) -> Path:
     final = Path(final)
     ensure_folder(final.parent)
     clean_stale_temps(final.parent)
-    while True:
+    for _ in range(_ATTEMPTS):
         tmp = final.parent / temp_name(final.name)
         try:
             os.mkdir(tmp, 0o700)
@@ -392,6 +396,7 @@ def private_dir(final: Path | str) -> Path:
             continue
         except OSError as exc:
             raise write_error(final.parent, exc, "write in") from exc
+    raise OutputError(f"cannot write {str(final)!r}: every temporary name tried already exists")
 
 
 def _finish_tree(root: Path) -> None:

@@ -18,12 +18,13 @@ def plan_outputs(
     prompt: str | None, prompts_file: Path | None, out: Path | None, seed: int
 ) -> tuple[list[str], list[int], list[Path]]:
     """(prompts, seeds, image paths) for one prompt or a prompt file."""
+    from ovi_cli.checks import check_output_file, check_output_folder
     from ovi_cli.outputs import default_output_path, slugify
     from ovi_cli.prompts import prompts_from
 
     prompts = prompts_from(prompt, prompts_file)
     if prompt is not None:
-        path = out or default_output_path(prompt)
+        path = check_output_file(out or default_output_path(prompt))
         if path.suffix.lower() != ".png":
             if path.suffix.lower() in (".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"):
                 raise OviError(f"--out {str(path)!r}: ovi writes PNG images; name the file .png")
@@ -33,6 +34,7 @@ def plan_outputs(
     folder = out or Path("outputs") / slugify(prompts_file.stem)
     if folder.suffix.lower() == ".png":
         raise OviError("with --prompts, --out is a folder, not a .png file")
+    check_output_folder(folder)
     paths = [folder / f"{i:04d}-{slugify(p)}.png" for i, p in enumerate(prompts)]
     return prompts, [seed + i for i in range(len(prompts))], paths
 
@@ -94,11 +96,10 @@ def gen(
 
     Try it offline in seconds: ovi gen "a red circle" --model toy
     """
+    from ovi_cli.checks import check_gen_run
     from ovi_cli.console import RichReporter, make_progress
     from ovi_cli.pipeline import OviPipeline
 
-    if batch < 1:
-        raise OviError("--batch must be >= 1")
     prompts, seeds, paths = plan_outputs(prompt, prompts_file, out, seed)
     settings = settings_from_flags(
         ctx, model,
@@ -112,6 +113,7 @@ def gen(
             ("kandinsky", "steps"): prior_steps, ("kandinsky", "guidance"): prior_guidance,
         }),
     )
+    check_gen_run(settings, paths, seeds, batch)  # every number and output file, before any model loads
     todo = [i for i, p in enumerate(paths) if not (prompts_file and p.with_suffix(".json").exists())]
     progress = make_progress(quiet)
     reporter = RichReporter(progress, quiet=quiet)

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from ovi_cli import options
+from ovi_cli.checks import MAX_STEPS, MAX_THREADS, check_int, check_output_folder, check_seed
 from ovi_cli.errors import OviError
 
 
@@ -45,8 +46,11 @@ def eval_toy_command(
     from ovi_plugins.toy.eval import COLUMNS, default_methods, format_row, run_eval
     from ovi_plugins.toy.preset import MODELS_DIR
 
-    if reference < 2:
-        raise OviError("--reference must be >= 2")
+    check_int(prompts, "--prompts", minimum=1, maximum=100_000)
+    check_int(steps, "--steps", minimum=1, maximum=MAX_STEPS)
+    check_int(reference, "--reference", minimum=2, maximum=1_000_000)
+    check_seed(seed, count=prompts + 1)
+    check_output_folder(out)
     result = run_eval(
         out, prompts=prompts, steps=steps, seed=seed, models_dir=models or MODELS_DIR,
         methods=default_methods(_weights(mahalanobis_weights)), reference_images=reference,
@@ -76,8 +80,11 @@ def add_commands(app: typer.Typer) -> None:
         """Write synthetic shape images with captions and a held-out split of unseen colour-shape pairs."""
         from ovi_plugins.toy.dataset import write_dataset
 
-        if n < 1 or (heldout is not None and heldout < 0):
-            raise OviError("--n must be >= 1 and --heldout >= 0")
+        check_int(n, "--n", minimum=1, maximum=10_000_000)
+        if heldout is not None:
+            check_int(heldout, "--heldout", minimum=0, maximum=10_000_000)
+        check_seed(seed)
+        check_output_folder(out, "OUT")
         info = write_dataset(out, n, heldout=heldout, seed=seed)
         typer.echo(f"wrote {info['counts']['train']} training and {info['counts']['heldout']} held-out images "
                    f"to {out} (captions in metadata.jsonl)")
@@ -96,6 +103,9 @@ def add_commands(app: typer.Typer) -> None:
 
         from ovi_plugins.toy.train import TrainConfig, train_all
 
+        check_int(threads, "--threads", minimum=1, maximum=MAX_THREADS)
+        check_seed(seed, count=3)  # the stages seed seed, seed + 1 and seed + 2
+        check_output_folder(out)
         if reuse_clip and not (out / "train.json").is_file():
             raise OviError(f"--reuse-clip: {str(out)!r} holds no earlier training run (train.json)")
         if not reuse_clip and out.exists() and any(out.iterdir()):
