@@ -101,8 +101,10 @@ class StatsStore:
         except (OSError, ValueError) as exc:
             raise BadStore(self.path, f"{META} is not readable JSON ({exc.__class__.__name__})") from None
         problem = meta_problem(self.meta)
-        count, dim = self.meta.get("count"), self.meta.get("dim")
-        problem = (problem or embeddings_problem(self.path, count, dim) or index_problem(self.path, count, dim))
+        if problem:
+            raise BadStore(self.path, problem)
+        count, dim = self.meta["count"], self.meta["dim"]
+        problem = embeddings_problem(self.path, count, dim) or index_problem(self.path, count, dim)
         if problem:
             raise BadStore(self.path, problem)
         self._files: list[str] | None = read_files(self.path, count)
