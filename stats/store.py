@@ -12,9 +12,13 @@ Layout (format version 1; see README, "Image statistics")::
       embeddings.npy        [count, D] float16, raw `image_embeds`, row i is files[i]
       files.json            the source files (relative to source_dir when it is set)
       index.faiss           inner product over L2-normalised embeddings
+      ovi-store.json        the marker {"kind": "ovi-statistics-store", "format_version": 1},
+                            written last (stores built before it are read as legacy v1 stores)
 
-A store is written into a hidden temporary folder beside its final path and renamed into place
-when complete, so an interrupted write never leaves a half-written store.
+A store is written into a private temporary folder beside its final path (`ovi_cli.outputs`)
+and renamed into place when complete, so an interrupted write never leaves a half-written store;
+writers hold the store's lock (`ovi_stats.lock`). Opening a store validates it
+(`ovi_stats.validate`): a damaged one is a one-line `BadStore`, and listing skips it with a warning.
 """
 
 from __future__ import annotations
@@ -345,6 +349,48 @@ def check_store_target(final: Path, *, force: bool, inputs: Sequence[Path] = (),
         check_replaceable(final)
 
 
+def _moment_tensors(moments: Moments) -> tuple[dict[str, torch.Tensor], float]:
+    """The tensors of `moments.safetensors` (and the shrinkage used); a deterministic failure
+    (zero variance, overflow) is an `OviError`."""
+    try:
+        shrink, chol = well_conditioned(moments)
+    except ValueError as exc:
+        raise OviError(f"cannot build statistics: {exc}") from exc
+    tensors = {
+        "count": torch.tensor(moments.n, dtype=torch.int64),
+        "mean": torch.from_numpy(np.ascontiguousarray(moments.mean, dtype=np.float64)),
+        "cov": torch.from_numpy(np.ascontiguousarray(moments.covariance(), dtype=np.float64)),
+        "m3": torch.from_numpy(np.ascontiguousarray(moments.m3, dtype=np.float64)),
+        "q4": torch.tensor(moments.q4, dtype=torch.float64),
+        "shrinkage": torch.tensor(shrink, dtype=torch.float64),
+        "precision_cholesky": chol.contiguous(),
+    }
+    if not all(bool(t.isfinite().all()) for t in tensors.values()):
+        raise OviError("cannot build statistics: the moments are not finite (embeddings too large for float64?)")
+    return tensors, shrink
+
+
+def _store_meta(final: Path, moments: Moments, encoder: dict, source_dir: str | None, skipped: Iterable[dict],
+                index_params: dict, shrink: float, extra_meta: dict | None) -> dict[str, Any]:
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "name": final.name,
+        "encoder": dict(encoder),
+        "dim": moments.dim,
+        "count": moments.n,
+        "source_dir": source_dir,
+        "skipped": [dict(s) for s in skipped],
+        "created": datetime.now(timezone.utc).isoformat(),
+        "ovi_version": _ovi_version(),
+        "index": index_params,
+        "shrinkage": {"method": "ledoit-wolf", "intensity": shrink,
+                      "target": "scaled identity (tr(cov)/D) I"},
+        "embeddings": {"file": EMBEDDINGS, "dtype": "float16", "kind": "image_embeds"},
+    }
+    meta.update(extra_meta or {})
+    return meta
+
+
 def finalize_store(
     final: Path,
     tmp: Path,
@@ -360,7 +406,7 @@ def finalize_store(
     """Complete a store in `tmp` (which already holds embeddings.npy) and move it to `final`.
 
     Deterministic failures (too few embeddings, zero variance) are `OviError`s; write failures
-    are `OutputError`s (one line each). The caller holds the store's lock.
+    are `OutputError`s (one line each). The marker is written last. The caller holds the lock.
     """
     from safetensors.torch import save
 
@@ -371,23 +417,8 @@ def finalize_store(
         raise OviError(f"{len(files)} file names for {moments.n} embeddings")
     if "source" not in encoder or "fingerprint" not in encoder:
         raise ValueError("encoder must give at least 'source' and 'fingerprint'")
-    try:
-        shrink, chol = well_conditioned(moments)
-    except ValueError as exc:
-        raise OviError(f"cannot build statistics: {exc}") from exc
-    cov = moments.covariance()
+    tensors, shrink = _moment_tensors(moments)
     write = store_files_writer(tmp)
-    tensors = {
-        "count": torch.tensor(moments.n, dtype=torch.int64),
-        "mean": torch.from_numpy(np.ascontiguousarray(moments.mean, dtype=np.float64)),
-        "cov": torch.from_numpy(np.ascontiguousarray(cov, dtype=np.float64)),
-        "m3": torch.from_numpy(np.ascontiguousarray(moments.m3, dtype=np.float64)),
-        "q4": torch.tensor(moments.q4, dtype=torch.float64),
-        "shrinkage": torch.tensor(shrink, dtype=torch.float64),
-        "precision_cholesky": chol.contiguous(),
-    }
-    if not all(bool(t.isfinite().all()) for t in tensors.values()):
-        raise OviError("cannot build statistics: the moments are not finite (embeddings too large for float64?)")
     write(MOMENTS, lambda f: f.write(save(tensors, metadata={"format_version": str(FORMAT_VERSION)})))
     emb = np.load(tmp / EMBEDDINGS, mmap_mode="r")
     if emb.shape != (moments.n, moments.dim):
@@ -400,22 +431,7 @@ def finalize_store(
     faiss_index, params = nn_index.build_index(chunks, moments.n, moments.dim, index)
     write(INDEX, lambda f: nn_index.write_index(faiss_index, f))
     write(FILES, lambda f: f.write(json.dumps(list(files), ensure_ascii=False).encode("utf-8")))
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "name": final.name,
-        "encoder": dict(encoder),
-        "dim": moments.dim,
-        "count": moments.n,
-        "source_dir": source_dir,
-        "skipped": [dict(s) for s in skipped],
-        "created": datetime.now(timezone.utc).isoformat(),
-        "ovi_version": _ovi_version(),
-        "index": params,
-        "shrinkage": {"method": "ledoit-wolf", "intensity": shrink,
-                      "target": "scaled identity (tr(cov)/D) I"},
-        "embeddings": {"file": EMBEDDINGS, "dtype": "float16", "kind": "image_embeds"},
-    }
-    meta.update(extra_meta or {})
+    meta = _store_meta(final, moments, encoder, source_dir, skipped, params, shrink, extra_meta)
     write(META, lambda f: f.write(json_text(meta, tmp / META).encode("utf-8")))
     write(MARKER, lambda f: f.write(json_text(marker_payload(), tmp / MARKER).encode("utf-8")))
     install_dir(tmp, final)

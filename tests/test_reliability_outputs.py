@@ -195,3 +195,14 @@ def test_install_dir_replaces_a_folder_atomically(tmp_path, umask):
     outputs.install_dir(tmp, final)
     assert sorted(p.name for p in final.iterdir()) == ["new"] and _mode(final) == 0o755
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_the_toy_dataset_folder_gets_the_usual_modes(tmp_path, umask):
+    """Old main: the dataset folder came from tempfile.mkdtemp and stayed 0700."""
+    from ovi_plugins.toy.dataset import write_dataset
+
+    umask(0o022)
+    write_dataset(tmp_path / "d", 2, heldout=1)
+    entries = [tmp_path / "d", *(tmp_path / "d").rglob("*")]
+    assert {p.name: _mode(p) for p in entries} == {p.name: 0o755 if p.is_dir() else 0o644 for p in entries}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
