@@ -6,7 +6,7 @@ process encodes the previous one with the vision tower, updates the float64 mome
 the float16 embeddings to a raw file. Memory stays flat: only a few batches are in flight.
 
 Large images are decoded at a reduced size (JPEG `draft`, `reduce` otherwise) whose shorter side
-stays at least twice the encoder's input size, so a batch never holds full-size decodes.
+stays at least 4x the encoder's input size, so a batch never holds full-size decodes.
 
 Checkpoints: everything lives in a hidden work folder beside the output (`.NAME.partial/`):
 `plan.json` (files, encoder, batch size, limit, shard, index), `embeddings.f16` (appended rows)

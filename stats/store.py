@@ -365,7 +365,7 @@ def _moment_tensors(moments: Moments) -> tuple[dict[str, torch.Tensor], float]:
         "shrinkage": torch.tensor(shrink, dtype=torch.float64),
         "precision_cholesky": chol.contiguous(),
     }
-    if not all(bool(t.isfinite().all()) for t in tensors.values()):
+    if not all(np.isfinite(t.numpy()).all() for t in tensors.values()):
         raise OviError("cannot build statistics: the moments are not finite (embeddings too large for float64?)")
     return tensors, shrink
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from ovi_cli import options
-from ovi_cli.errors import OviError
+from ovi_cli.errors import OviError, printable
 from ovi_cli.settings import DEFAULT_ENCODER_MODEL
 
 INDEX_HELP = "Nearest-neighbour index: auto (exact flat up to 200k images, HNSW above), flat, ivf or hnsw."
@@ -182,6 +182,7 @@ def stats_list(
     """List the stores under $OVI_HOME/stats, newest first."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from ovi_cli.console import warn
     from ovi_stats.store import list_stores, stats_root
@@ -199,8 +200,9 @@ def stats_list(
     for col in ("name", "count", "dim", "encoder", "fingerprint", "index", "created"):
         table.add_column(col)
     for s in stores:
-        table.add_row(s.name, str(s.count), str(s.dim), str(s.encoder.get("source")), s.fingerprint,
-                      str(s.index_params.get("type")), str(s.meta.get("created", ""))[:19])
+        cells = (s.name, str(s.count), str(s.dim), str(s.encoder.get("source")), s.fingerprint,
+                 str(s.index_params.get("type")), str(s.meta.get("created", ""))[:19])
+        table.add_row(*(Text(printable(c)) for c in cells))  # as text: a name is never markup
     console.print(table)
 
 def stats_info(
@@ -229,7 +231,7 @@ def stats_info(
         f"skipped      {len(info['skipped'])} files",
     ]
     lines += [f"  {s['path']}: {s['reason']}" for s in info["skipped"]]
-    typer.echo("\n".join(lines))
+    typer.echo("\n".join(printable(line) for line in lines))  # names from disk: no raw control characters
 
 def stats_merge(
     stores: Annotated[list[str], typer.Argument(help="Two or more stores (names or folders), same encoder.")],
