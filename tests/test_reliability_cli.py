@@ -394,20 +394,19 @@ def test_help_and_version_do_not_import_torch():
 DISK_FULL_GEN = textwrap.dedent("""
     import resource, signal, sys
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
-    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (500, 500))
     from ovi_cli.entry import main
     sys.argv = ["ovi"] + sys.argv[1:]
     sys.exit(main())
 """)
 
 
-def test_a_write_failure_in_gen_is_one_line_and_leaves_no_file(tmp_path, encoder_repo, decoder_repo):
+def test_a_write_failure_in_gen_is_one_line_and_leaves_no_file(tmp_path, encoder_repo):
     """Old main: gen raised an OSError traceback when its outputs could not be written. Here the OS
-    refuses every write past 2,000 bytes (RLIMIT_FSIZE), like a full disk."""
+    refuses every write past 500 bytes (RLIMIT_FSIZE), like a full disk."""
     out = tmp_path / "o" / "x.png"
     res = subprocess.run([sys.executable, "-c", DISK_FULL_GEN, "gen", "a cat", "--encoder-model", str(encoder_repo),
-                          "--decoder-model", str(decoder_repo), "--steps", "3", "--height", "64", "--width", "64",
-                          "--decoder-steps", "1", "--device", "cpu", "--quiet", "-o", str(out)],
+                          "--decoder", "embeds", "--steps", "3", "--device", "cpu", "--quiet", "-o", str(out)],
                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.startswith("ovi: error: cannot write ") and "File too large" in res.stderr
