@@ -292,3 +292,26 @@ class ModelPreset(ABC):
 
     def activate(self) -> None:  # noqa: B027 - optional hook
         """Process-wide settings the preset needs (e.g. torch threads); called before loading models."""
+
+
+# ---- benchmarks (`ovi bench generate NAME`) ----------------------------------------------------
+class Benchmark(ABC):
+    """A prompt suite: named categories, each an ordered list of prompts.
+
+    `ovi bench generate NAME` writes image j of prompt i of a category to
+    `RUN/<category>/samples/{prompt}_{i*K+j:06d}.png` (`ovi_cli.bench.layout`, the official
+    T2I-CompBench layout), so a prompt may hold neither `_` nor a path separator (checked before
+    any model loads). Keep the module light: read prompt files in `prompts`, not at import.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    categories: ClassVar[tuple[str, ...]] = ()  # generated (and tabulated) in this order
+
+    @abstractmethod
+    def prompts(self, category: str) -> list[str]:
+        """The prompts of `category` in file order (prompt i gives the images i*K ... i*K+K-1)."""
+
+    def source(self, category: str) -> str:
+        """Where the prompts of `category` come from (a file, or a description), for `bench.json`."""
+        return f"{self.name}:{category}"

@@ -60,6 +60,9 @@ NnEvery = Annotated[int | None, typer.Option(
     rich_help_panel=PLUGIN_OPTIONS, help="Alias of --option nn.every=E.", show_default=False)]
 NnK = Annotated[int | None, typer.Option(
     rich_help_panel=PLUGIN_OPTIONS, help="Alias of --option nn.k=K.", show_default=False)]
+PriorModel = Annotated[str | None, typer.Option(
+    rich_help_panel=PLUGIN_OPTIONS, show_default=False,
+    help="Alias of --option PRIOR.model=M for the chosen --prior (eclipse, kandinsky, toy-prior).")]
 PriorSteps = Annotated[int | None, typer.Option(
     rich_help_panel=PLUGIN_OPTIONS, help="Alias of --option kandinsky.steps=N.", show_default=False)]
 PriorGuidance = Annotated[float | None, typer.Option(

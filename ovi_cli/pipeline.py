@@ -313,6 +313,7 @@ class OviPipeline:
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
             "versions": package_versions(),
+            "settings": s.to_dict(),  # every setting as given: a resume compares them (ovi_cli.resume)
             "history": finite_or_none(history),  # a step whose value was not finite is null
         }
 

@@ -58,6 +58,7 @@ from ovi_stats.validate import (
     meta_problem,
     read_files,
     read_moments,
+    store_kind,
 )
 
 WarnFn = Callable[[str], None]
@@ -84,6 +85,11 @@ def stats_root() -> Path:
 def _check_name(name: str) -> None:
     if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
         raise OviError(f"invalid store name {name!r}: use a plain folder name (or --out PATH)")
+
+
+def is_store(path: Path) -> bool:
+    """A store folder (marked, or a legacy v1 store): see `ovi_stats.validate`."""
+    return store_kind(Path(path)) is not None
 
 
 def named_store_path(name: str) -> Path:

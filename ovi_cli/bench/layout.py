@@ -4,6 +4,7 @@
     RUN/scores.json                              every scorer's numbers, per category
     RUN/<category>/samples/{prompt}_{NNNNNN}.png the images (NNNNNN = i * K + j: prompt i, image j)
     RUN/<category>/records.jsonl                 one JSON line per image: the prior's outputs
+    RUN/<category>/records.parts/part-*.jsonl    the same lines as each process appends them (merged above)
 
 The official scorers read the prompt back as `name.split('_')[0]` and the index as
 `int(name.split('_')[-1][:-4])`, so a prompt must not contain `_` (nor a path separator).
@@ -19,6 +20,7 @@ SAMPLES = "samples"
 BENCH_JSON = "bench.json"
 SCORES_JSON = "scores.json"
 RECORDS = "records.jsonl"
+RECORD_PARTS = "records.parts"
 MAX_NAME_BYTES = 255  # a file name's limit on common filesystems
 
 
@@ -66,6 +68,10 @@ def sample_path(run: Path, category: str, prompt: str, index: int) -> Path:
 
 def records_path(run: Path, category: str) -> Path:
     return category_dir(run, category) / RECORDS
+
+
+def record_parts_dir(run: Path, category: str) -> Path:
+    return category_dir(run, category) / RECORD_PARTS
 
 
 def bench_json_path(run: Path) -> Path:

@@ -35,3 +35,27 @@ def settings_from_flags(ctx: typer.Context, model: str | None, **values: Any) ->
 
     settings = GenSettings(**values)
     return apply_model(settings, model, explicit_params(ctx))
+
+
+# `ovi gen`-style flags that are not GenSettings fields: --constraint, --option and its aliases
+def _alias_values(params: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    prior = params.get("prior", GenSettings.prior)
+    return {("nn", "every"): params.get("nn_every"), ("nn", "k"): params.get("nn_k"),
+            (prior, "model"): params.get("prior_model"), ("kandinsky", "steps"): params.get("prior_steps"),
+            ("kandinsky", "guidance"): params.get("prior_guidance")}
+
+
+def settings_from_params(ctx: typer.Context) -> GenSettings:
+    """`GenSettings` from a command that takes `ovi gen`'s flags (same parameter names), `--model` applied.
+
+    Every parameter named like a `GenSettings` field is taken as is; `--constraint`, `--option` and
+    the option aliases (`--nn-k`, `--prior-model`, ...) are gathered into `constraints` and `options`.
+    """
+    from dataclasses import fields
+
+    params = dict(ctx.params)
+    values = {f.name: params[f.name] for f in fields(GenSettings)
+              if f.name in params and f.name not in ("constraints", "options")}
+    values["constraints"] = list(params.get("constraint") or [])
+    values["options"] = plugin_options(params.get("option"), _alias_values(params))
+    return settings_from_flags(ctx, params.get("model"), **values)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ovi_cli import options
-from ovi_cli.commands.common import plugin_options, settings_from_flags
 from ovi_cli.errors import OviError
 from ovi_cli.settings import GenSettings
+
+if TYPE_CHECKING:
+    from ovi_cli.distributed import Share
 
 
 def plan_outputs(
@@ -39,13 +41,68 @@ def plan_outputs(
     return prompts, [seed + i for i in range(len(prompts))], paths
 
 
+def batch_groups(count: int, batch: int, share: Share) -> list[list[int]]:
+    """The prompt indices of each batch this process makes: batches of `batch` consecutive lines,
+    dealt round robin to the shares (fixed batches: any split gives the single-process files)."""
+    groups = [list(range(s, min(count, s + batch))) for s in range(0, count, batch)]
+    return [g for n, g in enumerate(groups) if share.owns(n)]
+
+
+def unfinished(todo: list[int], paths: list[Path], settings: GenSettings, overwrite: bool) -> list[int]:
+    """The prompts of `todo` still to make: those without a sidecar (all of them with `overwrite`).
+
+    A finished prompt made with other settings is refused (one line naming them), not skipped.
+    """
+    from ovi_cli.resume import describe_differences, settings_differences
+
+    if overwrite:
+        return list(todo)
+    out, clashes = [], []
+    for i in todo:
+        side = read_sidecar(paths[i].with_suffix(".json"))
+        if side is None:
+            out.append(i)
+            continue
+        diffs = settings_differences(*sidecar_settings(side, settings.to_dict()))
+        if diffs:
+            clashes.append((paths[i], diffs))
+    if clashes:
+        path, diffs = clashes[0]
+        raise OviError(f"{len(clashes)} finished prompt(s) in {str(path.parent)!r} were made with other settings "
+                       f"({describe_differences(diffs)}; e.g. {path.name}); rerun with --overwrite to make them "
+                       "again, or choose another --out")
+    return out
+
+
+def read_sidecar(path: Path) -> dict | None:
+    """A finished prompt's sidecar, or None (missing, or unreadable: then the prompt is made again)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# what a sidecar written before sidecars held "settings" still tells about them
+LEGACY_SETTINGS = ("prior", "decoder", "tokens", "steps", "lr", "weight_decay", "negative")
+
+
+def sidecar_settings(side: dict, new: dict) -> tuple[dict, dict]:
+    """(old, new) settings to compare: the sidecar's own, or what an older sidecar recorded."""
+    if isinstance(side.get("settings"), dict):
+        return side["settings"], new
+    keys = [k for k in LEGACY_SETTINGS if k in side]
+    return {k: side[k] for k in keys}, {k: new[k] for k in keys}
+
+
 def gen(
     ctx: typer.Context,
     prompt: Annotated[str | None, typer.Argument(help="The text to generate an image from (in quotes).")] = None,
     prompts_file: Annotated[Path | None, typer.Option(
         "--prompts", rich_help_panel=options.OUTPUT,
         help="A file with one prompt per line; --out is then a folder and files are named "
-        "NNNN-<slug>.png/.json. Finished prompts are skipped when re-run (resume).")] = None,
+        "NNNN-<slug>.png/.json. Finished prompts are skipped when re-run (resume); finished prompts made "
+        "with other settings are refused (see --overwrite).")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", rich_help_panel=options.OUTPUT,
         help="Output image path (.png), its sidecar .json beside it. Default: outputs/<time>-<slug>.png")] = None,
@@ -68,9 +125,7 @@ def gen(
     option: options.Option = None,
     nn_every: options.NnEvery = None,
     nn_k: options.NnK = None,
-    prior_model: Annotated[str | None, typer.Option(
-        rich_help_panel=options.PLUGIN_OPTIONS, show_default=False,
-        help="Alias of --option PRIOR.model=M for the chosen --prior (eclipse, kandinsky, toy-prior).")] = None,
+    prior_model: options.PriorModel = None,
     prior_steps: options.PriorSteps = None,
     prior_guidance: options.PriorGuidance = None,
     negative: options.Negative = GenSettings.negative,
@@ -80,6 +135,14 @@ def gen(
     guidance_scale: options.GuidanceScale = GenSettings.guidance_scale,
     batch: Annotated[int, typer.Option(rich_help_panel=options.RUN,
                                        help="Prompts optimised together in one batch.")] = 1,
+    shard: Annotated[str | None, typer.Option(
+        rich_help_panel=options.RUN, show_default=False,
+        help="With --prompts: make only share I of N (I/N) of the batches, for separate jobs writing the same "
+        "--out; under torchrun the ranks split the work the same way.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", rich_help_panel=options.OUTPUT,
+        help="With --prompts: make finished prompts again and replace them (needed when they were made with "
+        "other settings).")] = False,
     device: options.Device = GenSettings.device,
     dtype: options.Dtype = GenSettings.dtype,
     compile: options.Compile = False,
@@ -96,34 +159,39 @@ def gen(
 
     Try it offline in seconds: ovi gen "a red circle" --model toy
     """
-    from ovi_cli.checks import check_gen_run
-    from ovi_cli.console import RichReporter, make_progress
-    from ovi_cli.pipeline import OviPipeline
+    from dataclasses import replace
 
+    from ovi_cli.checks import check_gen_run
+    from ovi_cli.commands.common import settings_from_params
+    from ovi_cli.console import RichReporter, make_progress
+    from ovi_cli.distributed import cuda_device_count, device_for, launch_from_env, work_share
+    from ovi_cli.pipeline import OviPipeline
+    from ovi_stats.build import parse_shard
+
+    launch = launch_from_env()
+    shard_t = parse_shard(shard)
     prompts, seeds, paths = plan_outputs(prompt, prompts_file, out, seed)
-    settings = settings_from_flags(
-        ctx, model,
-        prior=prior, decoder=decoder, encoder_model=encoder_model, decoder_model=decoder_model,
-        tokens=tokens, steps=steps, lr=lr, weight_decay=weight_decay, patience=patience,
-        min_delta=min_delta, seed=seed, constraints=list(constraint or []), stats=stats,
-        negative=negative, height=height, width=width, decoder_steps=decoder_steps,
-        guidance_scale=guidance_scale, device=device, dtype=dtype, compile=compile,
-        options=plugin_options(option, {
-            ("nn", "every"): nn_every, ("nn", "k"): nn_k, (prior, "model"): prior_model,
-            ("kandinsky", "steps"): prior_steps, ("kandinsky", "guidance"): prior_guidance,
-        }),
-    )
+    if prompts_file is None and (shard_t or launch.distributed):
+        raise OviError("--shard and torchrun split a prompt file: give --prompts FILE")
+    settings = settings_from_params(ctx)
     check_gen_run(settings, paths, seeds, batch)  # every number and output file, before any model loads
-    todo = [i for i, p in enumerate(paths) if not (prompts_file and p.with_suffix(".json").exists())]
-    progress = make_progress(quiet)
-    reporter = RichReporter(progress, quiet=quiet)
-    pipe = OviPipeline(settings, reporter=reporter)
-    skipped = len(paths) - len(todo)
-    if skipped and not quiet:
-        progress.console.print(f"resuming: {skipped} of {len(paths)} prompts already done, skipped")
+    groups = batch_groups(len(prompts), batch, work_share(shard_t, launch))
+    todo = [i for g in groups for i in g]
+    if prompts_file is not None:
+        todo = unfinished(todo, paths, settings, overwrite)
+    show = not quiet and launch.leader  # one process draws progress
+    progress = make_progress(not show)
+    reporter = RichReporter(progress, quiet=not show)
+    device = device_for(settings.device, launch, cuda_device_count())
+    pipe = OviPipeline(replace(settings, device=device), reporter=reporter)
+    mine = sum(len(g) for g in groups)
+    skipped = mine - len(todo)
+    if skipped and show:
+        progress.console.print(f"resuming: {skipped} of {mine} prompts already done, skipped")
+    todo_set = set(todo)
+    batches = [idx for idx in ([i for i in g if i in todo_set] for g in groups) if idx]
     with progress:
-        for start in range(0, len(todo), batch):
-            idx = todo[start : start + batch]
+        for idx in batches:
             reporter.new_batch(f"[{idx[0] + 1}/{len(paths)}]" if len(paths) > 1 else "")
             sidecars = pipe.generate(
                 [prompts[i] for i in idx], [paths[i] for i in idx],

@@ -114,6 +114,7 @@ def build_stats(
     from ovi_cli.commands.common import settings_from_flags
     from ovi_cli.console import err_console, make_progress
     from ovi_cli.devices import resolve_device, resolve_dtype
+    from ovi_cli.distributed import barrier, cuda_device_count, device_for, launch_from_env, process_group
     from ovi_cli.encoders import Encoders
     from ovi_stats import build
 
@@ -127,6 +128,8 @@ def build_stats(
             raise OviError("--from-embeddings needs one or more .npy/.safetensors files")
         if shard or resume or limit is not None:
             raise OviError("--shard, --resume and --limit apply to image folders, not --from-embeddings")
+        if launch_from_env().distributed:
+            raise OviError("--from-embeddings runs in one process, not under torchrun")
         target = _checked_target(_out_path(out, name, paths[0].stem), force,
                                  paths + ([file_list] if file_list else []), "the input file")
         if file_list is not None:
@@ -150,31 +153,48 @@ def build_stats(
     if shard_t:
         default_name += f"-shard{shard_t[0]}of{shard_t[1]}"
     target = _checked_target(_out_path(out, name, default_name), force, [source], "the image folder")
+    launch = launch_from_env()
+    if launch.distributed:
+        from ovi_stats.ranks import check_rank_store, rank_shard
+
+        check_rank_store(target, rank_shard(shard_t, launch.rank, launch.world_size), resume=resume, force=force)
+    device = device_for(device, launch, cuda_device_count())
     dev = resolve_device(device)
-    encoders = Encoders.load(encoder_model, device=dev, dtype=resolve_dtype(dtype, dev))
+    show = not quiet and launch.leader  # one process draws progress and prints the store
     # bars only on a terminal: in logs and pipes the summary line says it all
-    progress = make_progress(quiet or not err_console.is_terminal)
+    progress = make_progress(not show or not err_console.is_terminal)
     task = progress.add_task("encoding images", total=None, info="")
 
     def on_progress(p: build.BuildProgress) -> None:
         progress.update(task, completed=p.done, total=p.total,
                         info=f"{p.rate:.1f} img/s, {p.skipped} skipped")
 
+    kwargs = dict(batch_size=batch_size, limit=limit, workers=workers, resume=resume, force=force,
+                  checkpoint_seconds=checkpoint_every, on_progress=on_progress)
     try:
-        with progress:
-            result = build.build_stats(
-                source, target, encoders, batch_size=batch_size, limit=limit, workers=workers, index=index,
-                shard=shard_t, resume=resume, force=force, checkpoint_seconds=checkpoint_every,
-                on_progress=on_progress,
-            )
+        with process_group(launch, device):
+            encoders = Encoders.load(encoder_model, device=dev, dtype=resolve_dtype(dtype, dev))
+            with progress:
+                if launch.distributed:
+                    from ovi_stats.ranks import build_stats_ranked
+
+                    result, store = build_stats_ranked(
+                        source, target, encoders, rank=launch.rank, world=launch.world_size,
+                        barrier=lambda: barrier(launch), shard=shard_t, index=index or "auto", **kwargs)
+                else:
+                    result = build.build_stats(source, target, encoders, index=index, shard=shard_t, **kwargs)
+                    store = result.store
     except KeyboardInterrupt:
         err = OviError("interrupted: no store was written; rerun the same command with --resume to continue "
                        "from the last checkpoint")
         err.exit_code = 130  # the usual exit status after Ctrl-C
         raise err from None
-    if result.resumed_from and not quiet:
+    if result is not None and result.resumed_from and show:
         err_console.print(f"resumed after {result.resumed_from} files already done", markup=False)
-    _print_summary(result.store, result.skipped, result.seconds, json_out, quiet)
+    if not launch.distributed:
+        _print_summary(store, result.skipped, result.seconds, json_out, quiet)
+    elif store is not None:
+        _print_summary(store, store.skipped, None, json_out, quiet)
 
 def stats_list(
     json_out: options.Json = False,

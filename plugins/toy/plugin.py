@@ -5,6 +5,7 @@ the model preset `--model toy` and the `ovi toy ...` commands.
   default the one shipped in `plugins/toy/models/decoder` (selected by `--model toy`). Deterministic:
   seeds, the negative embedding, the decoder steps and the guidance scale are not used. Makes 64x64
   images, resized to --height x --width when those differ.
+- benchmark `toy`: held-out prompts in two categories, single and binding (`ovi bench generate toy`).
 - prior `toy-prior`: the trained ECLIPSE-style toy prior (the "trained prior" baseline of the toy
   evaluation); `--option toy-prior.model=DIR` may name another folder of the same format.
 
@@ -132,6 +133,13 @@ def register_priors(register):
 @hookimpl
 def register_models(register):
     register(ToyModels)
+
+
+@hookimpl
+def register_benchmarks(register):
+    from ovi_plugins.toy.benchmark import ToyBenchmark
+
+    register(ToyBenchmark)
 
 
 @hookimpl
