@@ -380,6 +380,31 @@ def atomic_write_json(path: Path | str, obj: Any) -> None:
         out.write_json(path, obj)
 
 
+def create_exclusive(path: Path | str, data: bytes) -> bool:
+    """Write `path` only if nothing is there yet, atomically: True if this call created it, False if
+    another file (another process's, say) was there first. Same temporaries, modes and errors as
+    every other write; on a filesystem without hard links the first writer wins barring a tie."""
+    path = Path(path)
+    tmp, handle = _new_temp(path)
+    try:
+        with write_errors(path):
+            with handle:
+                handle.write(data)
+            _finish_file(tmp, None, file_mode())
+            try:
+                os.link(tmp, path)  # fails if the path exists, whatever it is
+            except FileExistsError:
+                return False
+            except OSError:
+                if os.path.lexists(path):
+                    return False
+                os.replace(tmp, path)
+            _fsync_dir(path.parent)
+            return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 # ---- folder outputs ----------------------------------------------------------------------------
 def private_dir(final: Path | str) -> Path:
     """A new private (0700) temporary folder beside `final` (same filesystem: the last rename is

@@ -206,3 +206,16 @@ def test_the_toy_dataset_folder_gets_the_usual_modes(tmp_path, umask):
     entries = [tmp_path / "d", *(tmp_path / "d").rglob("*")]
     assert {p.name: _mode(p) for p in entries} == {p.name: 0o755 if p.is_dir() else 0o644 for p in entries}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_create_exclusive_wins_once_with_the_usual_mode(tmp_path, umask):
+    """bench.json is created by exactly one process (hard link), with the mode of every other output."""
+    from ovi_cli.outputs import create_exclusive
+
+    umask(0o022)
+    assert create_exclusive(tmp_path / "bench.json", b"first") is True
+    assert create_exclusive(tmp_path / "bench.json", b"second") is False
+    assert (tmp_path / "bench.json").read_bytes() == b"first" and _mode(tmp_path / "bench.json") == 0o644
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    assert create_exclusive(tmp_path / "link", b"x") is False and not (tmp_path / "elsewhere").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "link"]
