@@ -45,7 +45,7 @@ from ovi_cli.errors import OviError, first_line
 
 TEMP_SUFFIX = ".ovi-tmp"
 _TEMP_RE = re.compile(r"^\..*\.(?P<host>[A-Za-z0-9-]{1,16})-(?P<pid>\d+)-[0-9a-f]{16}\.ovi-tmp$")
-_NAME_KEEP = 120  # characters of the final name kept in a temporary name (names are at most 255 bytes)
+_NAME_KEEP = 120  # bytes of the final name kept in a temporary name (names are at most 255 bytes)
 
 
 class OutputError(OviError):
@@ -106,7 +106,8 @@ def _host() -> str:
 
 def temp_name(final_name: str) -> str:
     """`.NAME.HOST-PID-RANDOM.ovi-tmp`: hidden, unpredictable, and recognisable as ovi's."""
-    return f".{final_name[:_NAME_KEEP]}.{_host()}-{os.getpid()}-{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    kept = final_name.encode("utf-8", "surrogateescape")[:_NAME_KEEP].decode("utf-8", "ignore")
+    return f".{kept}.{_host()}-{os.getpid()}-{secrets.token_hex(8)}{TEMP_SUFFIX}"
 
 
 def _pid_alive(pid: int) -> bool:
