@@ -16,13 +16,13 @@ import typer
 
 from ovi_cli import __version__
 from ovi_cli.console import error_line
+from ovi_cli.entry import INTERRUPTED
 from ovi_cli.errors import OviError, first_line
 
 # Typer may vendor its own click: take the exception classes from Typer's own hierarchy.
 _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
-INTERRUPTED = "interrupted; files of unfinished results were not written"
 
 
 def _version(value: bool) -> None:

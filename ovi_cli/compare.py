@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import Tensor
@@ -272,13 +272,13 @@ class Comparison:
         files["plot"] = str(folder / "plot.png")
         files["history"] = str(folder / "history.csv")
 
-    def _save_embeddings(self, result: PromptResult, path: Path) -> None:
-        from safetensors.torch import save_file
+    def _save_embeddings(self, result: PromptResult, handle: IO[bytes]) -> None:
+        from safetensors.torch import save
 
         tensors = {lab: result.embeds[i : i + 1].contiguous() for i, lab in enumerate(result.labels)}
         tensors["text_embeds"] = result.text.text_embeds[:1].detach().float().cpu().contiguous()
         tensors["negative_image_embeds"] = result.negative.detach().float().cpu().contiguous()
-        save_file(tensors, str(path), metadata={"prompt": result.prompt, "priors": json.dumps(result.labels)})
+        handle.write(save(tensors, metadata={"prompt": result.prompt, "priors": json.dumps(result.labels)}))
 
     def table_json(self, result: PromptResult) -> dict[str, Any]:
         s = self.settings

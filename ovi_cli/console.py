@@ -17,17 +17,20 @@ from rich.progress import (
 )
 
 from ovi_cli.api import Reporter
+from ovi_cli.errors import printable
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, log_path=False)
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]ovi: warning:[/yellow] {message}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    err_console.print(f"[yellow]ovi: warning:[/yellow] {escape(printable(message))}", markup=True, highlight=False)
 
 
 def error_line(message: str) -> None:
     # plain write: one line, no wrapping, no markup interpretation of the message
-    sys.stderr.write(f"ovi: error: {message}\n")
+    sys.stderr.write(f"ovi: error: {printable(message)}\n")
     sys.stderr.flush()
 
 

@@ -29,6 +29,7 @@ from torch import Tensor
 from ovi_cli.api import Constraint, ProgressFn
 from ovi_cli.devices import autocast_context
 from ovi_cli.losses import cosine
+from ovi_cli.plugin_checks import check_term
 from ovi_cli.pseudo_tokens import init_pseudo_tokens
 
 # Early-stopping defaults (measured; see README, "Speed"): off unless asked for.
@@ -195,7 +196,7 @@ def optimize(
         per_prompt = 1.0 - cos
         terms = []
         for c in constraints:
-            term = c.term(emb, step, rows)
+            term = check_term(c, c.term(emb, step, rows), emb.shape[0], step)
             terms.append(term)
             if c.weight != 0.0:
                 per_prompt = per_prompt + c.weight * term

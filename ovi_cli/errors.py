@@ -15,3 +15,8 @@ def first_line(exc: BaseException, *, with_type: bool = True) -> str:
     if not text:
         return type(exc).__name__
     return f"{type(exc).__name__}: {text[0]}" if with_type else text[0]
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (terminal escapes, newlines, ...) shown as `\\xNN` escapes."""
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in str(text))

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import Tensor
@@ -24,7 +24,8 @@ from ovi_cli.encoders import ENCODER_SUBFOLDERS, Encoders, TextEncoding
 from ovi_cli.errors import OviError
 from ovi_cli.hub import ModelRef, check_models
 from ovi_cli.losses import cosine
-from ovi_cli.outputs import atomic_outputs, result_paths
+from ovi_cli.outputs import atomic_outputs, finite_or_none, result_paths
+from ovi_cli.plugin_checks import check_prior_output, start_plugin
 from ovi_cli.plugins import Registry, get_registry
 from ovi_cli.prompts import validate_prompts
 from ovi_cli.settings import NEGATIVE_KINDS, GenSettings
@@ -79,10 +80,11 @@ class OviPipeline:
         self.dtype = resolve_dtype(settings.dtype, self.device)
         prior_cls = self.registry.get("prior", settings.prior)
         self.prior_options = resolve_options(prior_cls, settings.prior, settings.options_for(settings.prior))
-        self.prior = prior_cls()
+        self.prior = start_plugin("prior", settings.prior, prior_cls, prior_cls)
         decoder_cls = self.registry.get("decoder", settings.decoder)
-        self.decoder = decoder_cls(settings, self.device, self.dtype, resolve_options(
-            decoder_cls, settings.decoder, settings.options_for(settings.decoder)))
+        decoder_options = resolve_options(decoder_cls, settings.decoder, settings.options_for(settings.decoder))
+        self.decoder = start_plugin("decoder", settings.decoder, decoder_cls, lambda: decoder_cls(
+            settings, self.device, self.dtype, decoder_options))
         self.specs = [ConstraintSpec.parse(c) for c in settings.constraints]
         for spec in self.specs:
             self.registry.get("constraint", spec.name)
@@ -96,21 +98,11 @@ class OviPipeline:
         self.timings: dict[str, float] = {}
 
     def _validate(self) -> None:
-        s = self.settings
-        checks = [
-            (s.tokens >= 1, "--tokens must be >= 1"),
-            (s.steps >= 1, "--steps must be >= 1"),
-            (s.lr > 0, "--lr must be > 0"),
-            (s.weight_decay >= 0, "--weight-decay must be >= 0"),
-            (s.height > 0 and s.width > 0, "--height and --width must be > 0"),
-            (s.decoder_steps >= 1, "--decoder-steps must be >= 1"),
-            (s.guidance_scale >= 0, "--guidance-scale must be >= 0"),
-            (s.patience >= 0, "--patience must be >= 0"),
-            (s.negative in NEGATIVE_KINDS, f"--negative must be one of {', '.join(NEGATIVE_KINDS)}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise OviError(message)
+        from ovi_cli.checks import check_gen_settings
+
+        check_gen_settings(self.settings)
+        if self.settings.negative not in NEGATIVE_KINDS:
+            raise OviError(f"--negative must be one of {', '.join(NEGATIVE_KINDS)}")
 
     def required_models(self) -> list[ModelRef]:
         """Every model this pipeline loads: encoders, prior, decoder (resolved before loading any)."""
@@ -155,7 +147,7 @@ class OviPipeline:
         if not self._decoder_loaded:
             self.reporter.stage(f"loading decoder {self.settings.decoder}")
             t = time.perf_counter()
-            self.decoder.load()
+            start_plugin("decoder", self.settings.decoder, self.decoder, self.decoder.load)
             self._decoder_loaded = True
             self.timings["load_decoder_s"] = time.perf_counter() - t
 
@@ -165,7 +157,7 @@ class OviPipeline:
             from ovi_stats.store import open_store_for
 
             self.reporter.stage("loading image statistics")
-            self.store = open_store_for(self.settings.stats, self.encoders)
+            self.store = open_store_for(self.settings.stats, self.encoders, warn=self.reporter.warn)
         return self.store
 
     def constraint_context(self, options: dict[str, Any] | None = None) -> ConstraintContext:
@@ -182,7 +174,8 @@ class OviPipeline:
         for spec, cls in zip(self.specs, classes):
             weight = cls.default_weight if spec.weight is None else spec.weight
             opts = resolve_options(cls, spec.name, self.settings.options_for(spec.name))
-            out.append(cls(weight, self.constraint_context(opts)))
+            ctx = self.constraint_context(opts)
+            out.append(start_plugin("constraint", spec.name, cls, lambda cls=cls, w=weight, c=ctx: cls(w, c)))
         return out
 
     def negative_embedding(self) -> Tensor:
@@ -233,6 +226,7 @@ class OviPipeline:
             warn=self.reporter.warn,
         )
         out = self.prior.embed(job)
+        check_prior_output(self.settings.prior, self.prior, out, prompts, self.encoders.embed_dim)
         timings["prior_s"] = time.perf_counter() - t
         image_embeds = out.image_embeds.detach().float().cpu()
         negative = self.negative_embedding().expand(len(prompts), -1).clone()
@@ -320,7 +314,7 @@ class OviPipeline:
             "dtype": str(self.dtype).replace("torch.", ""),
             "versions": package_versions(),
             "settings": s.to_dict(),  # every setting as given: a resume compares them (ovi_cli.resume)
-            "history": history,
+            "history": finite_or_none(history),  # a step whose value was not finite is null
         }
 
 
@@ -337,18 +331,18 @@ class OviPipeline:
         return {names.get(k, k): getattr(self.settings, k) for k in self.decoder.uses_settings}
 
 
-def save_embeddings(path: Path, batch: EmbedBatch, i: int) -> None:
-    from safetensors.torch import save_file
+def save_embeddings(handle: IO[bytes], batch: EmbedBatch, i: int) -> None:
+    """Write prompt `i`'s embeddings as safetensors to an open binary handle."""
+    from safetensors.torch import save
 
-    save_file(
+    handle.write(save(
         {
             "image_embeds": batch.image_embeds[i : i + 1].contiguous(),
             "negative_image_embeds": batch.negative_image_embeds[i : i + 1].contiguous(),
             "text_embeds": batch.text.text_embeds[i : i + 1].cpu().contiguous(),
         },
-        str(path),
         metadata={"prompt": batch.prompts[i]},
-    )
+    ))
 
 
 def package_versions() -> dict[str, str]:

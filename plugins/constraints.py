@@ -144,6 +144,9 @@ class NearestNeighborConstraint(Constraint):
         import torch
 
         queries = np.ascontiguousarray(embeds.detach().float().cpu().numpy(), dtype=np.float32)
+        if not np.isfinite(queries).all():
+            raise OviError("constraint 'nn': the embedding being optimised became NaN or infinite (the optimisation "
+                           "diverged); lower --lr / --weight-decay or the constraint weights")
         cos, ids = self.store.search(queries, self.k)
         ids = np.asarray(ids, dtype=np.int64)
         if (ids < 0).any():

@@ -23,7 +23,7 @@ from typing import Any
 
 from ovi_cli.bench import layout
 from ovi_cli.errors import OviError
-from ovi_cli.outputs import atomic_outputs, atomic_write_json, atomic_write_text
+from ovi_cli.outputs import atomic_write_json, atomic_write_text, create_exclusive, json_text
 from ovi_cli.resume import describe_differences, settings_differences
 
 FORMAT = "ovi-bench-run"
@@ -57,7 +57,7 @@ class RecordLog:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{part}.jsonl"
         _cut_torn_tail(self.path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
 
     def append(self, record: Mapping[str, Any]) -> None:
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
@@ -175,21 +175,7 @@ def check_identity(existing: Mapping[str, Any], identity: Mapping[str, Any], run
 
 def create_exclusive_json(path: Path, obj: Mapping[str, Any]) -> bool:
     """Write `path` only if it does not exist, atomically (True), even against another process (False)."""
-    with atomic_outputs() as staging:
-        tmp = staging.path(path)
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        try:
-            os.link(tmp, path)  # fails if another process created it first
-        except FileExistsError:
-            staging.discard()
-            return False
-        except OSError:  # a filesystem without hard links: the first writer still wins, barring a tie
-            if path.exists():
-                staging.discard()
-                return False
-            return True  # the staging commit renames it into place
-        staging.discard()
-        return True
+    return create_exclusive(path, json_text(obj, path).encode("utf-8"))
 
 
 def extend_run(run: Path, header: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -111,6 +111,7 @@ def compare(
     """
     from rich.console import Console
 
+    from ovi_cli.checks import check_gen_settings, check_output_folder, check_seed
     from ovi_cli.compare import Comparison, parse_priors
     from ovi_cli.console import RichReporter, make_progress
     from ovi_cli.outputs import slugify
@@ -124,6 +125,8 @@ def compare(
                                  else f"compare-{slugify(prompts_file.stem)}")
     if out.exists() and not out.is_dir():
         raise OviError(f"--out {str(out)!r} is a file; compare writes a folder")
+    check_output_folder(out)
+    check_seed(seed, count=len(prompts))
     settings = settings_from_flags(
         ctx, model,
         prior="ovi", decoder=decoder, encoder_model=encoder_model, decoder_model=decoder_model,
@@ -136,6 +139,7 @@ def compare(
             ("kandinsky", "guidance"): prior_guidance,
         }),
     )
+    check_gen_settings(settings)
     progress = make_progress(quiet)
     reporter = RichReporter(progress, quiet=quiet)
     cmp = Comparison(choices, settings, reporter=reporter)

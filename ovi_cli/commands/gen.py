@@ -20,12 +20,13 @@ def plan_outputs(
     prompt: str | None, prompts_file: Path | None, out: Path | None, seed: int
 ) -> tuple[list[str], list[int], list[Path]]:
     """(prompts, seeds, image paths) for one prompt or a prompt file."""
+    from ovi_cli.checks import check_output_file, check_output_folder
     from ovi_cli.outputs import default_output_path, slugify
     from ovi_cli.prompts import prompts_from
 
     prompts = prompts_from(prompt, prompts_file)
     if prompt is not None:
-        path = out or default_output_path(prompt)
+        path = check_output_file(out or default_output_path(prompt))
         if path.suffix.lower() != ".png":
             if path.suffix.lower() in (".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"):
                 raise OviError(f"--out {str(path)!r}: ovi writes PNG images; name the file .png")
@@ -35,6 +36,7 @@ def plan_outputs(
     folder = out or Path("outputs") / slugify(prompts_file.stem)
     if folder.suffix.lower() == ".png":
         raise OviError("with --prompts, --out is a folder, not a .png file")
+    check_output_folder(folder)
     paths = [folder / f"{i:04d}-{slugify(p)}.png" for i, p in enumerate(prompts)]
     return prompts, [seed + i for i in range(len(prompts))], paths
 
@@ -159,20 +161,20 @@ def gen(
     """
     from dataclasses import replace
 
+    from ovi_cli.checks import check_gen_run
     from ovi_cli.commands.common import settings_from_params
     from ovi_cli.console import RichReporter, make_progress
     from ovi_cli.distributed import cuda_device_count, device_for, launch_from_env, work_share
     from ovi_cli.pipeline import OviPipeline
     from ovi_stats.build import parse_shard
 
-    if batch < 1:
-        raise OviError("--batch must be >= 1")
     launch = launch_from_env()
     shard_t = parse_shard(shard)
     prompts, seeds, paths = plan_outputs(prompt, prompts_file, out, seed)
     if prompts_file is None and (shard_t or launch.distributed):
         raise OviError("--shard and torchrun split a prompt file: give --prompts FILE")
     settings = settings_from_params(ctx)
+    check_gen_run(settings, paths, seeds, batch)  # every number and output file, before any model loads
     groups = batch_groups(len(prompts), batch, work_share(shard_t, launch))
     todo = [i for g in groups for i in g]
     if prompts_file is not None:

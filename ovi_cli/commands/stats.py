@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from ovi_cli import options
-from ovi_cli.errors import OviError
+from ovi_cli.errors import OviError, printable
 from ovi_cli.settings import DEFAULT_ENCODER_MODEL
 
 INDEX_HELP = "Nearest-neighbour index: auto (exact flat up to 200k images, HNSW above), flat, ivf or hnsw."
@@ -26,6 +26,16 @@ def _out_path(out: Path | None, name: str | None, default_name: str) -> Path:
     if out is not None:
         return out.expanduser().absolute()
     return named_store_path(name or default_name)
+
+
+def _checked_target(target: Path, force: bool, inputs: list[Path], what: str) -> Path:
+    """The store's path checked before any model loads: writable, and replaceable only as a store."""
+    from ovi_cli.checks import check_output_folder
+    from ovi_stats.store import check_store_target
+
+    check_output_folder(target.parent, "--out")
+    check_store_target(target, force=force, inputs=inputs, what=what)
+    return target
 
 
 def _check_index(index: str) -> str:
@@ -67,26 +77,30 @@ def build_stats(
         "--out", "-o", help="Write the store to this folder (default: $OVI_HOME/stats/NAME).")] = None,
     name: Annotated[str | None, typer.Option(
         help="Name of the store under $OVI_HOME/stats (default: the image folder's name).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images encoded per batch.")] = 64,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Images encoded per batch (default 64; with --resume: the interrupted build's).",
+        show_default=False)] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N image files (sorted paths).")] = None,
     workers: Annotated[int | None, typer.Option(
         help="Decoding/preprocessing worker processes (0 = in the main process; default: CPUs - 1, "
         "at most 8).")] = None,
-    index: Annotated[str, typer.Option(help=INDEX_HELP)] = "auto",
+    index: Annotated[str | None, typer.Option(
+        help=INDEX_HELP + " Default auto (with --resume: the interrupted build's).", show_default=False)] = None,
     shard: Annotated[str | None, typer.Option(
         help="Build only shard I of N (I/N, 1-based, contiguous blocks of the sorted files); "
         "merge shards with `ovi stats merge`.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted build from its last "
-                                         "checkpoint.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing store (or discard an "
-                                        "interrupted build).")] = False,
+                                         "checkpoint (refused if --limit/--shard/--batch-size/--index "
+                                         "differ from it).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing store (only a folder holding an ovi "
+                                        "store and nothing else), or discard an interrupted build.")] = False,
     from_embeddings: Annotated[bool, typer.Option(
         "--from-embeddings", help="PATHS are embedding dumps ([N, D] .npy, or .safetensors with a tensor "
         "image_embeds/embeddings) made with --encoder-model: no encoding.")] = False,
     file_list: Annotated[Path | None, typer.Option(
         help="With --from-embeddings: names of the rows (one per line, or a .json list).")] = None,
     checkpoint_every: Annotated[float, typer.Option(
-        help="Seconds between checkpoints that --resume continues from.")] = 60.0,
+        help="Seconds between checkpoints that --resume continues from (finite, >= 0).")] = 60.0,
     device: options.Device = "auto",
     dtype: options.Dtype = "auto",
     quiet: options.Quiet = False,
@@ -105,7 +119,9 @@ def build_stats(
     from ovi_stats import build
 
     encoder_model = settings_from_flags(ctx, model, encoder_model=encoder_model).encoder_model
-    _check_index(index)
+    if index is not None:
+        _check_index(index)
+    build.check_build_numbers(batch_size, limit, workers, checkpoint_every)
     paths = list(paths or [])
     if from_embeddings:
         if not paths:
@@ -114,13 +130,14 @@ def build_stats(
             raise OviError("--shard, --resume and --limit apply to image folders, not --from-embeddings")
         if launch_from_env().distributed:
             raise OviError("--from-embeddings runs in one process, not under torchrun")
-        target = _out_path(out, name, paths[0].stem)
-        if target.exists() and not force:
-            raise OviError(f"{str(target)!r} already exists: pass --force to replace it")
+        target = _checked_target(_out_path(out, name, paths[0].stem), force,
+                                 paths + ([file_list] if file_list else []), "the input file")
+        if file_list is not None:
+            build.read_file_list(file_list.expanduser())  # a bad list is one line before the encoder loads
         encoders = Encoders.load(encoder_model, device="cpu")
         store = build.build_from_embeddings(
             paths, target, {"source": encoders.source, "fingerprint": encoders.fingerprint()},
-            dim=encoders.embed_dim, file_list=file_list, index=index, force=force,
+            dim=encoders.embed_dim, file_list=file_list, index=index or "auto", force=force,
         )
         _print_summary(store, [], None, json_out, quiet)
         return
@@ -135,9 +152,7 @@ def build_stats(
     default_name = source.expanduser().absolute().name or "stats"
     if shard_t:
         default_name += f"-shard{shard_t[0]}of{shard_t[1]}"
-    target = _out_path(out, name, default_name)
-    if target.exists() and not force:
-        raise OviError(f"{str(target)!r} already exists: pass --force to replace it")
+    target = _checked_target(_out_path(out, name, default_name), force, [source], "the image folder")
     launch = launch_from_env()
     if launch.distributed:
         from ovi_stats.ranks import check_rank_store, rank_shard
@@ -165,7 +180,7 @@ def build_stats(
 
                     result, store = build_stats_ranked(
                         source, target, encoders, rank=launch.rank, world=launch.world_size,
-                        barrier=lambda: barrier(launch), shard=shard_t, index=index, **kwargs)
+                        barrier=lambda: barrier(launch), shard=shard_t, index=index or "auto", **kwargs)
                 else:
                     result = build.build_stats(source, target, encoders, index=index, shard=shard_t, **kwargs)
                     store = result.store
@@ -187,10 +202,12 @@ def stats_list(
     """List the stores under $OVI_HOME/stats, newest first."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
+    from ovi_cli.console import warn
     from ovi_stats.store import list_stores, stats_root
 
-    stores = list_stores()
+    stores = list_stores(warn=warn)
     if json_out:
         typer.echo(json.dumps([s.describe() | {"created": s.meta.get("created")} for s in stores], indent=2))
         return
@@ -203,8 +220,9 @@ def stats_list(
     for col in ("name", "count", "dim", "encoder", "fingerprint", "index", "created"):
         table.add_column(col)
     for s in stores:
-        table.add_row(s.name, str(s.count), str(s.dim), str(s.encoder.get("source")), s.fingerprint,
-                      str(s.index_params.get("type")), str(s.meta.get("created", ""))[:19])
+        cells = (s.name, str(s.count), str(s.dim), str(s.encoder.get("source")), s.fingerprint,
+                 str(s.index_params.get("type")), str(s.meta.get("created", ""))[:19])
+        table.add_row(*(Text(printable(c)) for c in cells))  # as text: a name is never markup
     console.print(table)
 
 def stats_info(
@@ -233,7 +251,7 @@ def stats_info(
         f"skipped      {len(info['skipped'])} files",
     ]
     lines += [f"  {s['path']}: {s['reason']}" for s in info["skipped"]]
-    typer.echo("\n".join(lines))
+    typer.echo("\n".join(printable(line) for line in lines))  # names from disk: no raw control characters
 
 def stats_merge(
     stores: Annotated[list[str], typer.Argument(help="Two or more stores (names or folders), same encoder.")],
@@ -251,10 +269,9 @@ def stats_merge(
     if out is None and name is None:
         raise OviError("give --out PATH or --name NAME for the merged store")
     target = _out_path(out, name, "")
-    if target.exists() and not force:
-        raise OviError(f"{str(target)!r} already exists: pass --force to replace it")
     opened = [open_store(s) for s in stores]
-    merged = merge_stores(opened, target, index=index)
+    _checked_target(target, force, [s.path for s in opened], "the store")
+    merged = merge_stores(opened, target, index=index, force=force)
     _print_summary(merged, merged.skipped, None, json_out, quiet)
 
 

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from ovi_cli import options
+from ovi_cli.checks import MAX_STEPS, MAX_THREADS, check_int, check_output_folder, check_seed
 from ovi_cli.errors import OviError
 
 
@@ -45,6 +46,12 @@ def eval_toy_command(
     from ovi_cli.console import make_progress
     from ovi_plugins.toy.eval import default_methods, generate_runs, score_runs, write_table
 
+    if prompts is not None:
+        check_int(prompts, "--prompts", minimum=1, maximum=100_000)
+    check_int(images_per_prompt, "--images-per-prompt", minimum=1, maximum=10_000)
+    check_int(steps, "--steps", minimum=1, maximum=MAX_STEPS)
+    check_seed(seed, count=images_per_prompt)
+    check_output_folder(out)
     methods = default_methods(_weights(mahalanobis_weights))
     runs = generate_runs(out, steps=steps, images_per_prompt=images_per_prompt, seed=seed, limit=prompts,
                          methods=methods, real=real, quiet=quiet)
@@ -71,8 +78,11 @@ def add_commands(app: typer.Typer) -> None:
         """Write synthetic shape images with captions and a held-out split of unseen colour-shape pairs."""
         from ovi_plugins.toy.dataset import write_dataset
 
-        if n < 1 or (heldout is not None and heldout < 0):
-            raise OviError("--n must be >= 1 and --heldout >= 0")
+        check_int(n, "--n", minimum=1, maximum=10_000_000)
+        if heldout is not None:
+            check_int(heldout, "--heldout", minimum=0, maximum=10_000_000)
+        check_seed(seed)
+        check_output_folder(out, "OUT")
         info = write_dataset(out, n, heldout=heldout, seed=seed)
         typer.echo(f"wrote {info['counts']['train']} training and {info['counts']['heldout']} held-out images "
                    f"to {out} (captions in metadata.jsonl)")
@@ -91,6 +101,9 @@ def add_commands(app: typer.Typer) -> None:
 
         from ovi_plugins.toy.train import TrainConfig, train_all
 
+        check_int(threads, "--threads", minimum=1, maximum=MAX_THREADS)
+        check_seed(seed, count=3)  # the stages seed seed, seed + 1 and seed + 2
+        check_output_folder(out)
         if reuse_clip and not (out / "train.json").is_file():
             raise OviError(f"--reuse-clip: {str(out)!r} holds no earlier training run (train.json)")
         if not reuse_clip and out.exists() and any(out.iterdir()):

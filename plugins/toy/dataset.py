@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -254,24 +252,25 @@ def write_dataset(out: Path, n: int, *, heldout: int | None = None, seed: int = 
     per image: file, split, caption, objects, shapes) and `OUT/dataset.json` (counts, seed, held-out pairs).
     The folder appears complete or not at all (written to a temporary sibling, then renamed).
     """
+    from ovi_cli.errors import OviError
+    from ovi_cli.outputs import install_dir, json_text, new_file, private_dir, write_errors
+
     out = Path(out)
     heldout = max(1, n // 5) if heldout is None else heldout
-    if out.exists() and any(out.iterdir()):
-        from ovi_cli.errors import OviError
-
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OviError(f"dataset folder {str(out)!r} exists and is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = private_dir(out)
     try:
         total = n + heldout
         done = 0
-        with open(tmp / "metadata.jsonl", "w", encoding="utf-8") as meta:
+        with write_errors(tmp / "metadata.jsonl"), new_file(tmp / "metadata.jsonl") as meta:
             for split, count in (("train", n), ("heldout", heldout)):
                 (tmp / split).mkdir()
                 for i, scene in enumerate(iter_scenes(count, split, seed)):
                     name = f"{split}/{i:05d}.png"
-                    render(scene).save(tmp / name)
-                    meta.write(json.dumps({"file": name, **scene.to_json()}) + "\n")
+                    with write_errors(tmp / name), new_file(tmp / name) as f:
+                        render(scene).save(f, format="PNG")
+                    meta.write((json.dumps({"file": name, **scene.to_json()}) + "\n").encode("utf-8"))
                     done += 1
                     if on_progress is not None:
                         on_progress(done, total)
@@ -279,13 +278,13 @@ def write_dataset(out: Path, n: int, *, heldout: int | None = None, seed: int = 
                 "counts": {"train": n, "heldout": heldout},
                 "held_out_pairs": [list(p) for p in sorted(HELD_OUT_PAIRS)],
                 "colours": COLOURS, "shapes": list(SHAPES)}
-        (tmp / "dataset.json").write_text(json.dumps(info, indent=2) + "\n")
+        with write_errors(tmp / "dataset.json"), new_file(tmp / "dataset.json") as f:
+            f.write(json_text(info, tmp / "dataset.json").encode("utf-8"))
         if out.exists():
             out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
+        install_dir(tmp, out)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return info
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ovi_cli.outputs import atomic_write_json, finite_or_none
 from ovi_plugins.toy.dataset import COLOURS, IMAGE_SIZE, SHAPES, canonical_scene, make_arrays, render
 from ovi_plugins.toy.nets import DECODER_FORMAT, PRIOR_FORMAT, ToyDecoderNet, ToyPriorNet, save_net
 from ovi_plugins.toy.tokenizer import MAX_LENGTH, write_tokenizer
@@ -161,9 +162,7 @@ def _train_clip(out: Path, cfg: TrainConfig, tok, pixels: Tensor, group: Tensor,
     report["timings_s"]["clip"] = time.perf_counter() - t
     text_model.save_pretrained(out / "prior" / "text_encoder")
     vision_model.save_pretrained(out / "prior" / "image_encoder")
-    (out / "prior" / "image_processor").mkdir(parents=True, exist_ok=True)
-    (out / "prior" / "image_processor" / "preprocessor_config.json").write_text(
-        json.dumps(processor_config(), indent=2) + "\n")
+    atomic_write_json(out / "prior" / "image_processor" / "preprocessor_config.json", processor_config())
 
     return text_model, vision_model
 
@@ -284,7 +283,7 @@ def train_all(out: Path, cfg: TrainConfig | None = None, log: Log = print, reuse
     report["timings_s"]["stats"] = time.perf_counter() - t
     report["timings_s"]["total"] = time.perf_counter() - t_all + (report["timings_s"]["clip"] if reuse_clip else 0.0)
     report["reused_clip"] = reuse_clip
-    (out / "train.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(out / "train.json", finite_or_none(report))
     log(f"done in {report['timings_s']['total']:.0f}s -> {out}")
     return report
 
@@ -305,14 +304,14 @@ def write_toy_stats(out: Path, embeddings: np.ndarray, n: int) -> dict[str, Any]
 
 
 @torch.no_grad()
-def _zero_shot(tok, text_model, vision_model, images: np.ndarray, scenes) -> float:
+def _zero_shot(tok, text_model, vision_model, images: np.ndarray, scenes) -> float | None:
     """Held-out single-shape images classified among all 24 'a COLOUR SHAPE' prompts."""
     prompts = [f"a {c} {s}" for c in COLOURS for s in SHAPES]
     enc = tok(prompts, padding="max_length", max_length=MAX_LENGTH, return_tensors="pt")
     txt = F.normalize(text_model(**enc).text_embeds, dim=-1)
     keep = [i for i, s in enumerate(scenes) if len(s.objects) == 1]
     if not keep:
-        return float("nan")
+        return None
     img = F.normalize(vision_model(pixel_values=pixels_from_uint8(images[keep])).image_embeds, dim=-1)
     pred = (img @ txt.T).argmax(1)
     truth = torch.tensor([prompts.index(f"a {scenes[i].objects[0][0]} {scenes[i].objects[0][1]}") for i in keep])
