@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -35,3 +36,11 @@ def settings_from_flags(ctx: typer.Context, model: str | None, **values: Any) ->
 
     settings = GenSettings(**values)
     return apply_model(settings, model, explicit_params(ctx))
+
+
+def warn_about_prompts(model: str | None, prompts: list[str], warn: Callable[[str], None]) -> None:
+    """The model preset's warnings about the prompts (e.g. words the toy vocabulary lacks), once per run."""
+    from ovi_cli.presets import prompt_warnings
+
+    for message in prompt_warnings(model, prompts):
+        warn(message)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ovi_cli import options
-from ovi_cli.commands.common import plugin_options, settings_from_flags
+from ovi_cli.commands.common import plugin_options, settings_from_flags, warn_about_prompts
 from ovi_cli.errors import OviError
 from ovi_cli.settings import GenSettings
 
@@ -139,6 +139,7 @@ def compare(
     progress = make_progress(quiet)
     reporter = RichReporter(progress, quiet=quiet)
     cmp = Comparison(choices, settings, reporter=reporter)
+    warn_about_prompts(model, prompts, reporter.warn)
     console = Console()
 
     def shown(result) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ovi_cli import options
-from ovi_cli.commands.common import plugin_options, settings_from_flags
+from ovi_cli.commands.common import plugin_options, settings_from_flags, warn_about_prompts
 from ovi_cli.errors import OviError
 from ovi_cli.settings import GenSettings
 
@@ -116,6 +116,7 @@ def gen(
     progress = make_progress(quiet)
     reporter = RichReporter(progress, quiet=quiet)
     pipe = OviPipeline(settings, reporter=reporter)
+    warn_about_prompts(model, [prompts[i] for i in todo], reporter.warn)
     skipped = len(paths) - len(todo)
     if skipped and not quiet:
         progress.console.print(f"resuming: {skipped} of {len(paths)} prompts already done, skipped")
