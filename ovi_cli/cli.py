@@ -47,7 +47,8 @@ def core_app() -> typer.Typer:
 
     app = typer.Typer(
         name="ovi",
-        help="Text-to-image with Kandinsky 2.2 and no trained prior: Optimization-based Visual Inversion (OVI).",
+        help="Text-to-image with Kandinsky 2.2 and no trained prior: Optimization-based Visual Inversion (OVI).\n\n"
+        'Start offline in seconds: ovi gen "a red circle" --model toy',
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
