@@ -14,7 +14,7 @@ import sys
 import pytest
 
 HEAVY = ("torch", "transformers", "diffusers", "numpy", "faiss", "matplotlib", "PIL", "safetensors")
-PROBE = """
+PROBE = f"HEAVY = {HEAVY!r}\n" + """
 import json, sys
 from ovi_cli.cli import main
 code = 0
@@ -23,9 +23,9 @@ try:
 except SystemExit as exc:
     code = exc.code
 from ovi_cli.plugins import get_registry
-print(json.dumps({"code": code, "heavy": sorted(m for m in %r if m in sys.modules),
+print(json.dumps({"code": code, "heavy": sorted(m for m in HEAVY if m in sys.modules),
                   "plugins": sorted(get_registry().names("decoder")), "failures": len(get_registry().failures)}))
-""" % (HEAVY,)
+"""
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["gen", "--help"], ["compare", "--help"],
