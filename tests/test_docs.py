@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
+
+from tests.helpers import docs_scripts
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 TEST_COMMAND = "HF_HUB_OFFLINE=1 python -m pytest -q"
 
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"ovi_docs_{name}", REPO / "docs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cli_reference_is_current():
-    ref = _load_script("gen_cli_reference")
+    ref = docs_scripts.load("gen_cli_reference")
     assert ref.PAGE.read_text() == ref.render(), "docs/cli.md is stale: run `python docs/gen_cli_reference.py`"
 
 

@@ -5,24 +5,14 @@ The analysis is `docs/gen_architecture.py`, which also draws docs/architecture.m
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import docs_scripts
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"ovi_docs_{name}", REPO / "docs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-arch = _load_script("gen_architecture")
+arch = docs_scripts.load("gen_architecture")
 GRAPH = arch.scan()
 TERMINAL = ("ovi_cli.cli", "ovi_cli.__main__", "ovi_cli.console", "ovi_cli.options", "ovi_cli.commands")
 
