@@ -1,5 +1,5 @@
 """How often ovi's rule-based noun-phrase parser gives what spaCy's en_core_web_sm gives on the
-T2I-CompBench validation prompts, for each use the scorers make of it (docs/benchmark-scoring.md).
+T2I-CompBench validation prompts, for each use the scorers make of it (docs/benchmark.md).
 
 Two steps, so spaCy need not be installed beside ovi:
     python benchmarks/nlp_agreement.py dump PROMPTS_DIR spacy.json [--model en_core_web_sm]   # where spaCy is

@@ -293,6 +293,12 @@ class ModelPreset(ABC):
     def activate(self) -> None:  # noqa: B027 - optional hook
         """Process-wide settings the preset needs (e.g. torch threads); called before loading models."""
 
+    def check_prompts(self, prompts: list[str]) -> list[str]:
+        """Warnings about `prompts` for these models, e.g. words a small vocabulary lacks (default: none).
+
+        The commands show each once per run, before anything loads.
+        """
+        return []
 
 # ---- scorers: `ovi bench score RUN --scorers NAME` ----------------------------------------------
 @dataclass(frozen=True)

@@ -73,27 +73,6 @@ def check_seed(seed: Any, flag: str = "--seed", count: int = 1) -> int:
     return seed
 
 
-def check_gen_settings(s: Any) -> None:
-    """Every number of a `GenSettings` (gen, compare, the library): finite, in range."""
-    check_int(s.tokens, "--tokens", minimum=1, maximum=MAX_TOKENS)
-    check_int(s.steps, "--steps", minimum=1, maximum=MAX_STEPS)
-    check_float(s.lr, "--lr", above=0)
-    check_float(s.weight_decay, "--weight-decay", minimum=0)
-    check_int(s.patience, "--patience", minimum=0, maximum=MAX_STEPS)
-    check_float(s.min_delta, "--min-delta", minimum=0)
-    check_seed(s.seed)
-    check_int(s.height, "--height", minimum=1, maximum=MAX_SIDE)
-    check_int(s.width, "--width", minimum=1, maximum=MAX_SIDE)
-    check_int(s.decoder_steps, "--decoder-steps", minimum=1, maximum=MAX_STEPS)
-    check_float(s.guidance_scale, "--guidance-scale", minimum=0)
-    from ovi_cli.api import ConstraintSpec
-
-    for text in s.constraints:
-        spec = ConstraintSpec.parse(text)
-        if spec.weight is not None:
-            check_float(spec.weight, f"--constraint {text}: the weight", minimum=0, maximum=MAX_WEIGHT)
-
-
 # ---- output locations --------------------------------------------------------------------------
 def _pseudo_fs(path: Path) -> str | None:
     real = os.path.realpath(path)
@@ -160,12 +139,3 @@ def check_result_paths(paths: Sequence[Path], flag: str = "--out") -> None:
         folders.add(p.parent)
     for folder in sorted(folders):
         check_output_folder(folder, flag)
-
-
-def check_gen_run(settings: Any, paths: Sequence[Path], seeds: Sequence[int], batch: int) -> None:
-    """`ovi gen` before anything loads: every number, the seeds of every prompt, every output file."""
-    check_int(batch, "--batch", minimum=1, maximum=MAX_BATCH)
-    check_gen_settings(settings)
-    if seeds:
-        check_seed(min(seeds), count=max(seeds) - min(seeds) + 1)
-    check_result_paths(paths)

@@ -47,7 +47,8 @@ def core_app() -> typer.Typer:
 
     app = typer.Typer(
         name="ovi",
-        help="Text-to-image with Kandinsky 2.2 and no trained prior: Optimization-based Visual Inversion (OVI).",
+        help="Text-to-image with Kandinsky 2.2 and no trained prior: Optimization-based Visual Inversion (OVI).\n\n"
+        'Start offline in seconds: ovi gen "a red circle" --model toy',
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
@@ -97,6 +98,32 @@ def build_app() -> typer.Typer:
     return app
 
 
+def _hide_flag_types(command: Any) -> None:
+    """On/off flags show no value type in `--help`, in every command and group (plugins' too).
+
+    Typer 0.29's Rich help prints each option's `display_type_rich()` in a type column, and for a
+    flag that is `<bool>`, as if `--quiet` took a value (its plain help skips flags; the Rich one
+    does not check). An empty metavar is shown instead, for the declared flags and for `--help`,
+    which click creates per command on demand.
+    """
+    params = list(command.params)
+    help_option = command.get_help_option(typer.Context(command))
+    if help_option is not None:
+        params.append(help_option)
+    for param in params:
+        if getattr(param, "is_flag", False) and not getattr(param, "count", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _hide_flag_types(sub)
+
+
+def cli_command(app: typer.Typer | None = None) -> Any:
+    """The click command `ovi` runs (`build_app()` unless `app` is given), ready to run or document."""
+    command = typer.main.get_command(app if app is not None else build_app())
+    _hide_flag_types(command)
+    return command
+
+
 def _quiet_environment() -> None:
     """transformers/diffusers log and draw bars of their own; ovi shows its own progress instead."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -112,7 +139,7 @@ def main(argv: list[str] | None = None) -> Any:
     """
     _quiet_environment()
     try:
-        command = typer.main.get_command(build_app())
+        command = cli_command()
         rv = command.main(args=argv, prog_name="ovi", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -59,9 +59,13 @@ class RichReporter(Reporter):
         self._decode: TaskID | None = None
         self._stage: TaskID | None = None
         self.label = ""
+        self._warned: set[str] = set()
 
     def warn(self, message: str) -> None:
-        warn(message)
+        """Each distinct warning once per run (`ovi compare` runs every prior on the same prompt)."""
+        if message not in self._warned:
+            self._warned.add(message)
+            warn(message)
 
     def stage(self, name: str) -> None:
         """What is happening now (loading models, ...), shown as a spinner line."""

@@ -34,6 +34,7 @@ class TextEncoding:
     last_hidden_state: Tensor  # [B, L, hidden], float32: what ECLIPSE-style priors attend to
     attention_mask: Tensor  # [B, L]
     truncated: list[bool] = field(default_factory=list)
+    token_counts: list[int] = field(default_factory=list)  # before truncation, start and end tokens included
 
 
 def _image_processor_class():
@@ -143,19 +144,23 @@ class Encoders:
         return self._fingerprint
 
     # ---- encoding ---------------------------------------------------------------------------
-    def tokenize(self, prompts: list[str]) -> tuple[dict[str, Tensor], list[bool]]:
-        """Pad to the text tower's length; report which prompts were truncated."""
+    def tokenize(self, prompts: list[str]) -> tuple[dict[str, Tensor], list[int]]:
+        """Pad to the text tower's length; also each prompt's token count before truncation.
+
+        Counts include the start and end tokens, as the limit does: a prompt was cut when its
+        count exceeds `max_text_tokens`.
+        """
         limit = self.max_text_tokens
-        lengths = [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
+        counts = [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
         batch = self.tokenizer(
             list(prompts), padding="max_length", max_length=limit, truncation=True,
             return_tensors="pt",
         )
-        return {k: v.to(self.device) for k, v in batch.items()}, [n > limit for n in lengths]
+        return {k: v.to(self.device) for k, v in batch.items()}, counts
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> TextEncoding:
-        batch, truncated = self.tokenize(prompts)
+        batch, counts = self.tokenize(prompts)
         with autocast_context(self.device, self.dtype):
             out = self.text_encoder(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
@@ -164,7 +169,8 @@ class Encoders:
             text_embeds=out.text_embeds.float(),
             last_hidden_state=out.last_hidden_state.float(),
             attention_mask=batch["attention_mask"],
-            truncated=truncated,
+            truncated=[n > self.max_text_tokens for n in counts],
+            token_counts=counts,
         )
 
     def preprocess(self, images) -> Tensor:

@@ -45,7 +45,7 @@ Patience = Annotated[int, typer.Option(
 MinDelta = Annotated[float, typer.Option(rich_help_panel=OVI, help="Smallest improvement that resets --patience.")]
 
 Constraint = Annotated[list[str] | None, typer.Option(
-    "--constraint", "-c", rich_help_panel=CONSTRAINTS,
+    "--constraint", "-c", rich_help_panel=CONSTRAINTS, metavar="NAME[:WEIGHT]",
     help="OVI constraint NAME[:WEIGHT], repeatable: mahalanobis, nn, ... (`ovi plugins`).")]
 Stats = Annotated[str | None, typer.Option(
     rich_help_panel=CONSTRAINTS,

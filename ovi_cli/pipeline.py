@@ -60,6 +60,13 @@ def check_plugin_options(settings: GenSettings, registry: Registry) -> dict[str,
     return out
 
 
+def truncation_warning(prompt: str, count: int, limit: int) -> str:
+    """The one line shown when the text encoder reads only the first `limit` of a prompt's `count` tokens."""
+    shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+    return (f"prompt {shown!r} truncated: it is {count} tokens and the text encoder reads {limit} (start and "
+            "end tokens and word pieces count)")
+
+
 class OviPipeline:
     """Loads the encoders, the prior, its constraints and the decoder once; runs batches."""
 
@@ -98,9 +105,7 @@ class OviPipeline:
         self.timings: dict[str, float] = {}
 
     def _validate(self) -> None:
-        from ovi_cli.checks import check_gen_settings
-
-        check_gen_settings(self.settings)
+        self.settings.check()
         if self.settings.negative not in NEGATIVE_KINDS:
             raise OviError(f"--negative must be one of {', '.join(NEGATIVE_KINDS)}")
 
@@ -211,12 +216,9 @@ class OviPipeline:
         t = time.perf_counter()
         text = self.encoders.encode_text(prompts)
         timings["text_s"] = time.perf_counter() - t
-        for p, cut in zip(prompts, text.truncated):
+        for p, cut, count in zip(prompts, text.truncated, text.token_counts):
             if cut:
-                self.reporter.warn(
-                    f"prompt longer than {self.encoders.max_text_tokens} tokens was truncated: "
-                    f"{p[:60]!r}..."
-                )
+                self.reporter.warn(truncation_warning(p, count, self.encoders.max_text_tokens))
         self.reporter.stage(f"prior {self.settings.prior}")
         t = time.perf_counter()
         job = PriorJob(

@@ -137,15 +137,17 @@ def new_registry() -> Registry:
     return Registry(manager=pm)
 
 
-def load_registry(extra: list[tuple[str, ModuleType]] | None = None) -> Registry:
+def load_registry(extra: list[tuple[str, ModuleType]] | None = None, *, third_party: bool = True) -> Registry:
     """Import every `ovi` entry point, run its `register_*` hooks, and index what it registers.
 
     `extra`: `(name, module)` pairs registered after the entry points, by the same path
-    (package `<in-process>`).
+    (package `<in-process>`). `third_party=False`: ovi's own plugins only (e.g. to document them).
     """
     reg = new_registry()
     for ep in _entry_points():
         package, version = _dist_of(ep)
+        if not third_party and package != CORE_PACKAGE:
+            continue
         try:
             module = ep.load()
         except BaseException as exc:  # noqa: BLE001 - SystemExit at import must not kill `ovi --version`

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import fields, replace
 
 from ovi_cli.errors import OviError
@@ -27,3 +27,10 @@ def apply_model(
         raise OviError(f"model preset {name!r} sets unknown settings: {', '.join(unknown)}")
     preset.activate()
     return replace(settings, **{k: v for k, v in values.items() if k not in explicit})
+
+
+def prompt_warnings(name: str | None, prompts: Sequence[str], registry: Registry | None = None) -> list[str]:
+    """The preset `name`'s warnings about `prompts` (none without a preset), e.g. unknown words."""
+    if name is None:
+        return []
+    return list((registry or get_registry()).get("model", name)().check_prompts(list(prompts)))

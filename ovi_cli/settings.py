@@ -46,6 +46,28 @@ class GenSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def check(self) -> None:
+        """Every number finite and in range (one-line `OviError`s), before anything loads."""
+        from ovi_cli import checks
+        from ovi_cli.api import ConstraintSpec
+
+        checks.check_int(self.tokens, "--tokens", minimum=1, maximum=checks.MAX_TOKENS)
+        checks.check_int(self.steps, "--steps", minimum=1, maximum=checks.MAX_STEPS)
+        checks.check_float(self.lr, "--lr", above=0)
+        checks.check_float(self.weight_decay, "--weight-decay", minimum=0)
+        checks.check_int(self.patience, "--patience", minimum=0, maximum=checks.MAX_STEPS)
+        checks.check_float(self.min_delta, "--min-delta", minimum=0)
+        checks.check_seed(self.seed)
+        checks.check_int(self.height, "--height", minimum=1, maximum=checks.MAX_SIDE)
+        checks.check_int(self.width, "--width", minimum=1, maximum=checks.MAX_SIDE)
+        checks.check_int(self.decoder_steps, "--decoder-steps", minimum=1, maximum=checks.MAX_STEPS)
+        checks.check_float(self.guidance_scale, "--guidance-scale", minimum=0)
+        for text in self.constraints:
+            spec = ConstraintSpec.parse(text)
+            if spec.weight is not None:
+                checks.check_float(spec.weight, f"--constraint {text}: the weight", minimum=0,
+                                   maximum=checks.MAX_WEIGHT)
+
     def options_for(self, plugin: str) -> dict[str, Any]:
         """What the user set for `plugin` (no defaults: those come from the plugin)."""
         return dict(self.options.get(plugin, {}))

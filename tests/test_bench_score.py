@@ -291,7 +291,7 @@ def test_the_third_party_scorer_in_the_docs_works(tmp_path, run_cli):
     import re
     import types
 
-    docs = Path(__file__).resolve().parents[1] / "docs" / "benchmark-scoring.md"
+    docs = Path(__file__).resolve().parents[1] / "docs" / "benchmark.md"
     code = re.search(r"```python\n(# my_scorers\.py.*?)```", docs.read_text(), re.S).group(1)
     assert len(code.strip().splitlines()) <= 35
     module = types.ModuleType("my_scorers")

@@ -2,7 +2,7 @@
 
 From the ECLIPSE paper (CVPR 2024), Table 1, as recorded in the project's PAPER_NOTES.md:
 BLIP-VQA for color, shape and texture, UniDet for spatial, CLIPScore for non-spatial. Their
-spatial column is UniDet's; ovi's `detector` is an OWLv2 substitute (see docs/benchmark-scoring.md),
+spatial column is UniDet's; ovi's `detector` is an OWLv2 substitute (see docs/benchmark.md),
 so a run's spatial number is comparable only roughly.
 """
 

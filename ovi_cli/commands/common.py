@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -59,3 +60,11 @@ def settings_from_params(ctx: typer.Context) -> GenSettings:
     values["constraints"] = list(params.get("constraint") or [])
     values["options"] = plugin_options(params.get("option"), _alias_values(params))
     return settings_from_flags(ctx, params.get("model"), **values)
+
+
+def warn_about_prompts(model: str | None, prompts: list[str], warn: Callable[[str], None]) -> None:
+    """The model preset's warnings about the prompts (e.g. words the toy vocabulary lacks), once per run."""
+    from ovi_cli.presets import prompt_warnings
+
+    for message in prompt_warnings(model, prompts):
+        warn(message)

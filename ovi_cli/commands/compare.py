@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ovi_cli import options
-from ovi_cli.commands.common import plugin_options, settings_from_flags
+from ovi_cli.commands.common import plugin_options, settings_from_flags, warn_about_prompts
 from ovi_cli.errors import OviError
 from ovi_cli.settings import GenSettings
 
@@ -111,7 +111,7 @@ def compare(
     """
     from rich.console import Console
 
-    from ovi_cli.checks import check_gen_settings, check_output_folder, check_seed
+    from ovi_cli.checks import check_output_folder, check_seed
     from ovi_cli.compare import Comparison, parse_priors
     from ovi_cli.console import RichReporter, make_progress
     from ovi_cli.outputs import slugify
@@ -139,10 +139,11 @@ def compare(
             ("kandinsky", "guidance"): prior_guidance,
         }),
     )
-    check_gen_settings(settings)
+    settings.check()
     progress = make_progress(quiet)
     reporter = RichReporter(progress, quiet=quiet)
     cmp = Comparison(choices, settings, reporter=reporter)
+    warn_about_prompts(model, prompts, reporter.warn)
     console = Console()
 
     def shown(result) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -95,6 +96,17 @@ def sidecar_settings(side: dict, new: dict) -> tuple[dict, dict]:
     return {k: side[k] for k in keys}, {k: new[k] for k in keys}
 
 
+def check_gen_run(settings: GenSettings, paths: Sequence[Path], seeds: Sequence[int], batch: int) -> None:
+    """`ovi gen` before anything loads: every number, the seeds of every prompt, every output file."""
+    from ovi_cli.checks import MAX_BATCH, check_int, check_result_paths, check_seed
+
+    check_int(batch, "--batch", minimum=1, maximum=MAX_BATCH)
+    settings.check()
+    if seeds:
+        check_seed(min(seeds), count=max(seeds) - min(seeds) + 1)
+    check_result_paths(paths)
+
+
 def gen(
     ctx: typer.Context,
     prompt: Annotated[str | None, typer.Argument(help="The text to generate an image from (in quotes).")] = None,
@@ -161,8 +173,7 @@ def gen(
     """
     from dataclasses import replace
 
-    from ovi_cli.checks import check_gen_run
-    from ovi_cli.commands.common import settings_from_params
+    from ovi_cli.commands.common import settings_from_params, warn_about_prompts
     from ovi_cli.console import RichReporter, make_progress
     from ovi_cli.distributed import cuda_device_count, device_for, launch_from_env, work_share
     from ovi_cli.pipeline import OviPipeline
@@ -184,6 +195,8 @@ def gen(
     reporter = RichReporter(progress, quiet=not show)
     device = device_for(settings.device, launch, cuda_device_count())
     pipe = OviPipeline(replace(settings, device=device), reporter=reporter)
+    if launch.leader:
+        warn_about_prompts(model, [prompts[i] for i in todo], reporter.warn)
     mine = sum(len(g) for g in groups)
     skipped = mine - len(todo)
     if skipped and show:

@@ -31,6 +31,17 @@ class ToyModels(ModelPreset):
         return {"encoder_model": str(p["encoder"]), "decoder_model": str(p["decoder"]), "decoder": "toy",
                 "stats": str(p["stats"]), "height": 64, "width": 64, "steps": 300}
 
+    def check_prompts(self, prompts: list[str]) -> list[str]:
+        """One warning naming the words the toy vocabulary lacks (the toy CLIP spells them letter by letter)."""
+        from ovi_plugins.toy.tokenizer import unknown_words, vocabulary_summary
+
+        words = unknown_words(prompts)
+        if not words:
+            return []
+        shown = ", ".join(repr(w) for w in words[:8]) + (f" and {len(words) - 8} more" if len(words) > 8 else "")
+        return [f"the toy world does not know {shown}: its CLIP reads only a small vocabulary, so the image "
+                f"will not show them ({vocabulary_summary()}; e.g. \"a small red star on the left\")"]
+
     def activate(self) -> None:
         # The toy models are so small that extra threads only add overhead; on a busy machine
         # (more runnable threads than cores) a multi-threaded run was measured 9x slower.

@@ -10,6 +10,7 @@ each known word becomes exactly one token. Unknown words fall back to single cha
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +27,27 @@ def toy_words() -> list[str]:
     words = list(COLOURS) + list(SHAPES) + list(SIZES) + list(POSITIONS) + list(EXTRA_WORDS)
     words += [s + "s" for s in SHAPES]
     return sorted(set(words))
+
+
+def unknown_words(prompts: list[str]) -> list[str]:
+    """Words of `prompts` outside the toy vocabulary, in order of appearance, each once.
+
+    Lower-cased and split on white space and punctuation, as the CLIP tokenizer does; a word with
+    anything but ASCII letters (accents, emoji, digits) is unknown too.
+    """
+    known = set(toy_words())
+    out: list[str] = []
+    for prompt in prompts:
+        for word in re.findall(r"[^\s!-/:-@\[-`{-~]+", prompt.lower()):
+            if word not in known and word not in out:
+                out.append(word)
+    return out
+
+
+def vocabulary_summary() -> str:
+    """The toy vocabulary in one line, for messages."""
+    return (f"colours {', '.join(COLOURS)}; shapes {', '.join(SHAPES)}; sizes {', '.join(SIZES)}; "
+            f"positions {', '.join(POSITIONS)}")
 
 
 def learn_word_merges(words: list[str]) -> list[tuple[str, str]]:

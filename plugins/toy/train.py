@@ -129,6 +129,48 @@ def encode_in_batches(fn: Callable[[Tensor], Tensor], x: Tensor, batch: int = 25
     return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)]) if len(x) else x
 
 
+def fit(
+    name: str,
+    opt: torch.optim.Optimizer,
+    steps: int,
+    base_lr: float,
+    batch_loss: Callable[[int], Tensor],
+    log: Log,
+    log_every: int = 100,
+    clip_params: list[Tensor] | None = None,
+) -> list[float]:
+    """The training loop every toy stage shares; returns the loss of each step.
+
+    Per step: the warm-up + cosine learning rate, `batch_loss(step)` (which draws its own batch
+    from its own seeded generator), backward, gradient clipping to norm 1 when `clip_params` is
+    given, the optimiser step. Logs the mean of the last 100 losses every `log_every` steps and at
+    the end. The order of operations is fixed: the same seed gives the same weights.
+    """
+    losses: list[float] = []
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, steps, base_lr)
+        loss = batch_loss(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_params is not None:
+            torch.nn.utils.clip_grad_norm_(clip_params, 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step % log_every == 0 or step == steps - 1:
+            log(f"{name} step {step}/{steps} loss {np.mean(losses[-100:]):.4f}")
+    return losses
+
+
+def finish_stage(name: str, models: tuple[torch.nn.Module, ...], losses: list[float], started: float,
+                 report: dict[str, Any]) -> None:
+    """Freeze the stage's models and record its final loss (mean of the last 50) and its time."""
+    for m in models:
+        m.eval().requires_grad_(False)
+    report["losses"][f"{name}_final"] = float(np.mean(losses[-50:])) if losses else None
+    report["timings_s"][name] = time.perf_counter() - started
+
+
 def _train_clip(out: Path, cfg: TrainConfig, tok, pixels: Tensor, group: Tensor, ids: Tensor, mask: Tensor,
                 report: dict[str, Any], log: Log):
     t = time.perf_counter()
@@ -140,26 +182,16 @@ def _train_clip(out: Path, cfg: TrainConfig, tok, pixels: Tensor, group: Tensor,
     gen = torch.Generator().manual_seed(cfg.seed)
     text_model.train()
     vision_model.train()
-    losses = []
-    for step in range(cfg.clip_steps):
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg.clip_steps, cfg.clip_lr)
+
+    def batch_loss(step: int) -> Tensor:
         idx = torch.randint(0, len(pixels), (cfg.clip_batch,), generator=gen)
         gid = group[idx]
         img = F.normalize(vision_model(pixel_values=pixels[idx]).image_embeds, dim=-1)
         txt = F.normalize(text_model(input_ids=ids[gid], attention_mask=mask[gid]).text_embeds, dim=-1)
-        loss = contrastive_loss(img, txt, logit_scale.exp().clamp(max=100.0), gid)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
-        if step % 100 == 0 or step == cfg.clip_steps - 1:
-            log(f"clip step {step}/{cfg.clip_steps} loss {np.mean(losses[-100:]):.4f}")
-    text_model.eval().requires_grad_(False)
-    vision_model.eval().requires_grad_(False)
-    report["losses"]["clip_final"] = float(np.mean(losses[-50:])) if losses else None
-    report["timings_s"]["clip"] = time.perf_counter() - t
+        return contrastive_loss(img, txt, logit_scale.exp().clamp(max=100.0), gid)
+
+    losses = fit("clip", opt, cfg.clip_steps, cfg.clip_lr, batch_loss, log, clip_params=params)
+    finish_stage("clip", (text_model, vision_model), losses, t, report)
     text_model.save_pretrained(out / "prior" / "text_encoder")
     vision_model.save_pretrained(out / "prior" / "image_encoder")
     atomic_write_json(out / "prior" / "image_processor" / "preprocessor_config.json", processor_config())
@@ -228,24 +260,16 @@ def train_all(out: Path, cfg: TrainConfig | None = None, log: Log = print, reuse
     target = torch.from_numpy(canonical).permute(0, 3, 1, 2).float() / 255.0
     opt = torch.optim.AdamW(dec.parameters(), lr=cfg.decoder_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    losses = []
-    for step in range(cfg.decoder_steps):
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg.decoder_steps, cfg.decoder_lr)
+
+    def decoder_loss(step: int) -> Tensor:
         idx = torch.randint(0, len(target), (cfg.decoder_batch,), generator=gen)
         e = F.normalize(img_emb[idx], dim=-1)
         e = e + 0.03 * torch.randn(e.shape, generator=gen)  # mild robustness to embeddings off the data
         pred = dec(e)
-        loss = F.mse_loss(pred, target[idx]) + 0.5 * F.l1_loss(pred, target[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        if step % 100 == 0 or step == cfg.decoder_steps - 1:
-            log(f"decoder step {step}/{cfg.decoder_steps} loss {np.mean(losses[-100:]):.4f}")
-    dec.eval().requires_grad_(False)
-    report["losses"]["decoder_final"] = float(np.mean(losses[-50:])) if losses else None
-    report["timings_s"]["decoder"] = time.perf_counter() - t
+        return F.mse_loss(pred, target[idx]) + 0.5 * F.l1_loss(pred, target[idx])
+
+    losses = fit("decoder", opt, cfg.decoder_steps, cfg.decoder_lr, decoder_loss, log)
+    finish_stage("decoder", (dec,), losses, t, report)
     save_net(dec, out / "decoder", DECODER_FORMAT)
 
     # ---- (c) toy prior: ECLIPSE-style projection + contrastive ---------------------------------
@@ -255,26 +279,18 @@ def train_all(out: Path, cfg: TrainConfig | None = None, log: Log = print, reuse
     prior.image_norm.fill_(float(img_emb.norm(dim=-1).mean()))
     opt = torch.optim.AdamW(prior.parameters(), lr=cfg.prior_lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
-    losses = []
-    for step in range(cfg.prior_steps):
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg.prior_steps, cfg.prior_lr)
+
+    def prior_loss(step: int) -> Tensor:
         idx = torch.randint(0, len(img_emb), (cfg.prior_batch,), generator=gen)
         gid = group[idx]
         pred = prior(text_out.text_embeds[gid], text_out.last_hidden_state[gid], mask[gid])
         target_e = F.normalize(img_emb[idx], dim=-1)
         txt = F.normalize(text_out.text_embeds[gid], dim=-1)
-        loss = F.mse_loss(pred, target_e) * cfg.embed_dim + cfg.prior_contrastive * contrastive_loss(
+        return F.mse_loss(pred, target_e) * cfg.embed_dim + cfg.prior_contrastive * contrastive_loss(
             pred, txt, torch.tensor(1 / 0.07), gid)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        if step % 250 == 0 or step == cfg.prior_steps - 1:
-            log(f"prior step {step}/{cfg.prior_steps} loss {np.mean(losses[-100:]):.4f}")
-    prior.eval().requires_grad_(False)
-    report["losses"]["prior_final"] = float(np.mean(losses[-50:])) if losses else None
-    report["timings_s"]["prior"] = time.perf_counter() - t
+
+    losses = fit("prior", opt, cfg.prior_steps, cfg.prior_lr, prior_loss, log, log_every=250)
+    finish_stage("prior", (prior,), losses, t, report)
     save_net(prior, out / "toy_prior", PRIOR_FORMAT)
 
     # ---- stats store of the training images ------------------------------------------------
