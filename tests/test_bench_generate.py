@@ -297,3 +297,23 @@ def test_a_run_grows_with_more_categories_and_a_larger_limit(run_cli, toy_run, t
     assert sorted(bench["categories"]) == ["binding", "single"]
     assert {c: p["images"] for c, p in bench["progress"].items()} == {"single": 4, "binding": 4}
     assert _images(run) == _images(toy_run)
+
+
+@pytest.mark.parametrize("out, extra, message", [
+    ("afile", [], "--out 'afile' is a file, not a folder"),
+    ("afile/sub", [], "'afile' is a file, not a folder"),
+    ("/proc/ovi-run", [], "under /proc"),
+    ("run", ["--height", "100000"], "--height must be <= 4096"),
+    ("run", ["--seed", "99999999999999999999"], "--seed must be <="),
+    ("run", ["--lr", "nan"], "--lr must be a finite number"),
+])
+def test_bad_output_locations_and_numbers_are_one_line_before_anything_loads(run_cli, tmp_path, monkeypatch,
+                                                                            out, extra, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("a user's file")
+    # a model that does not exist: a check made after loading would fail differently
+    res = run_cli("bench", "generate", "toy", "--model", "toy", "--encoder-model", tmp_path / "nowhere",
+                  "--out", out, "--limit", "1", "-k", "1", "--quiet", *extra)
+    assert res.code == 2 and res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
+    assert (tmp_path / "afile").read_text() == "a user's file"
+    assert not (tmp_path / "run").exists()

@@ -118,6 +118,8 @@ def generate(
     from ovi_stats.build import parse_shard
 
     # ---- every input, before any model loads ----
+    from ovi_cli.checks import check_output_folder
+
     launch = launch_from_env()
     share = work_share(parse_shard(shard), launch)
     check_plan_options(images_per_prompt, batch, ovi_per)
@@ -126,8 +128,8 @@ def generate(
     bench = get_benchmark(benchmark)
     names = parse_categories(categories, bench.categories, benchmark)
     suites = load_suite(bench, names, parse_prompt_files(prompt_file, bench.categories, benchmark), limit)
-    if out.exists() and not out.is_dir():
-        raise OviError(f"--out {str(out)!r} is a file; give a folder for the run")
+    check_output_folder(out)  # a folder there or creatable, writable, not a file, not /proc
+    settings.check()
     run = BenchRun(out, benchmark, suites, settings, bench_options, share)
     run.check_existing()
     _run(run, settings, launch, quiet)
