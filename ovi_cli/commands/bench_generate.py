@@ -113,12 +113,12 @@ def generate(
     from ovi_cli.bench.generate import BenchOptions, BenchRun
     from ovi_cli.bench.plan import check_plan_options
     from ovi_cli.bench.suites import get_benchmark, load_suite, parse_categories, parse_prompt_files
-    from ovi_cli.commands.common import settings_from_params
-    from ovi_cli.distributed import launch_from_env, work_share
-    from ovi_stats.build import parse_shard
 
     # ---- every input, before any model loads ----
     from ovi_cli.checks import check_output_folder
+    from ovi_cli.commands.common import settings_from_params
+    from ovi_cli.distributed import launch_from_env, work_share
+    from ovi_stats.build import parse_shard
 
     launch = launch_from_env()
     share = work_share(parse_shard(shard), launch)
