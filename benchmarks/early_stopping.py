@@ -38,11 +38,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     if args.encoder_model is None:
-        from ovi_cli.toy.preset import toy_paths
+        from ovi_plugins.toy.preset import toy_paths
 
         args.encoder_model = str(toy_paths()["encoder"])
     if args.prompts is None:
-        from ovi_cli.toy.dataset import heldout_prompts
+        from ovi_plugins.toy.dataset import heldout_prompts
 
         prompts = heldout_prompts(args.n)
     else:

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         store = ArrayStore(emb)
         variants = {"none": None}
         t = time.perf_counter()
-        ctx = ConstraintContext(_Enc(args.dim), device, dtype, store, {"nn_k": 1, "nn_every": 1, "nn_search": "matmul"})
+        ctx = ConstraintContext(_Enc(args.dim), device, dtype, store, {"k": 1, "every": 1, "search": "matmul"})
         variants["device-matmul"] = NearestNeighborConstraint(0.5, ctx)
         setup_matmul = time.perf_counter() - t
         setup_faiss = None
@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
             t = time.perf_counter()
             store.search(emb[:1].astype(np.float32), 1)  # builds the flat index
             setup_faiss = time.perf_counter() - t
-            ctx = ConstraintContext(_Enc(args.dim), device, dtype, store, {"nn_k": 1, "nn_every": 1,
-                                                                             "nn_search": "faiss"})
+            ctx = ConstraintContext(_Enc(args.dim), device, dtype, store, {"k": 1, "every": 1,
+                                                                             "search": "faiss"})
             variants["faiss-flat"] = NearestNeighborConstraint(0.5, ctx)
         for c in variants.values():
             run(c)  # warm-up

@@ -1,20 +1,22 @@
-"""Do the images get worse with `--schedule fast`? The toy eval with both schedules and several seeds.
+"""Do the images get worse with `--schedule fast`? The toy benchmark with both schedules, several seeds.
 
-    .venv/bin/python benchmarks/schedule_quality.py                    # 48 prompts, seeds 0 1 2
-    .venv/bin/python benchmarks/schedule_quality.py --prompts 96 --seeds 0,1
+    .venv/bin/python benchmarks/schedule_quality.py                          # seeds 0 1 2, 2 images/prompt
+    .venv/bin/python benchmarks/schedule_quality.py --seeds 0,1,2,3,4 --methods ovi
 
-Runs `ovi_cli.toy.eval.run_eval` (oracle object accuracy, exact, colour accuracy, toy-CLIP score,
-FID, ...) once per (schedule, seed) on the same held-out prompts (those of seed 0: the prompt list
-is held fixed, so that the seed changes only the pseudo-token start, the decoder noise and the
-reference images), each schedule at its own step count (paper 500, fast: its preset's).
-Noise = how much the same schedule's numbers move between seeds; the schedules' difference at
-the same seed is compared with it. The LAST line printed is JSON.
+Runs `ovi eval toy`'s harness (`ovi_plugins.toy.eval`: `ovi bench generate toy --model toy` per
+method, then `ovi bench score --scorers oracle,clip-score --model toy`) once per (schedule, seed),
+each schedule at its own step count (`--schedule paper`: 500, `--schedule fast`: 160), on the toy
+benchmark's 36 held-out prompts (12 single shapes, 24 two-object bindings) with `-k` images per
+prompt. Noise = how much the same schedule's scores move between seeds; the schedules' difference
+at the same seed is compared with it. The LAST line printed is JSON.
+
+The measurements in benchmarks/RESULTS.md (48 prompts, 9 seeds) were made with the toy eval as it
+was before the bench harness replaced it: `git checkout 030b12c` and run this script from there.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 import tempfile
@@ -26,76 +28,80 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ovi_cli.schedule import SCHEDULES  # noqa: E402
 
-from schedule_search import parse_candidate  # noqa: E402
 
-from ovi_cli import settings as settings_mod  # noqa: E402
-from ovi_cli.toy import eval as toy_eval  # noqa: E402
+def run_scores(run: Path) -> dict[str, float]:
+    """`{"<category>:<scorer>": mean, ..., "all:<scorer>": image-weighted mean}` of one scored run."""
+    from ovi_cli.bench.table import build_table, load_run, to_json
 
-METRICS = ("oracle_object_acc", "oracle_exact", "oracle_colour_acc", "clip_score", "embed_text_cosine", "fid")
+    row = to_json(build_table([load_run(run)]))["rows"][0]["scores"]
+    out = {k: v["mean"] for k, v in row.items() if v["mean"] is not None}
+    for scorer in {k.split(":", 1)[1] for k in out}:
+        cells = [v for k, v in row.items() if k.endswith(f":{scorer}") and v["mean"] is not None]
+        n = sum(c["images"] or 0 for c in cells)
+        out[f"all:{scorer}"] = sum(c["mean"] * (c["images"] or 0) for c in cells) / n if n else float("nan")
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from ovi_plugins.toy import eval as toy_eval
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--prompts", type=int, default=48)
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--schedules", default="paper,fast",
-                    help="comma-separated preset names or schedule_search.py candidate specs (STEPS:PF:...)")
+    ap.add_argument("--schedules", default="paper,fast")
+    ap.add_argument("--images-per-prompt", "-k", type=int, default=2)
     ap.add_argument("--methods", default="ovi,ovi+nn,ovi+mahalanobis:0.03",
                     help="comma-separated: ovi, ovi+nn, ovi+mahalanobis:W")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    methods = []
-    for m in args.methods.split(","):
-        cons = [m.split("+", 1)[1]] if "+" in m else []
-        methods.append(toy_eval.Method(m, "ovi", cons))
-    fixed_prompts = toy_eval.heldout_prompts(args.prompts, 0)
+    names = args.schedules.split(",")
+    methods = [toy_eval.Method(m, "ovi", [m.split("+", 1)[1]] if "+" in m else []) for m in args.methods.split(",")]
+    plain_args = toy_eval.generate_args
 
     t0 = time.perf_counter()
-    results: dict[str, dict[int, dict[str, dict]]] = {}
-    base = settings_mod.GenSettings
+    scores: dict[str, dict[str, list[dict[str, float]]]] = {n: {m.label: [] for m in methods} for n in names}
     for seed in seeds:
-        for name in args.schedules.split(","):
-            sched = parse_candidate(name)[1]
-            steps = sched.steps
-            with tempfile.TemporaryDirectory() as tmp, \
-                    mock.patch.object(settings_mod, "GenSettings", functools.partial(base, schedule=sched)), \
-                    mock.patch.object(toy_eval, "heldout_prompts", lambda n, s: fixed_prompts[:n]):
-                res = toy_eval.run_eval(Path(tmp), prompts=args.prompts, steps=steps, seed=seed, methods=methods)
-            rows = {r["method"]: r for r in res.rows}
-            results.setdefault(name, {})[seed] = rows
-            for m in methods:
-                r = rows[m.label]
-                print(f"seed {seed} {name:6s} {m.label:24s} oracle {r['oracle_object_acc']:.4f} exact "
-                      f"{r['oracle_exact']:.4f} clip {r['clip_score']:.4f} embed-cos {r['embed_text_cosine']:.4f} "
-                      f"fid {r['fid']:.3f} ({r['seconds']:.1f}s)", flush=True)
+        for name in names:
+            def with_schedule(*a, _name=name, **kw):
+                return plain_args(*a, **kw) + ["--schedule", _name]
 
-    names = args.schedules.split(",")
-    summary = {}
+            with tempfile.TemporaryDirectory() as tmp, mock.patch.object(toy_eval, "generate_args", with_schedule):
+                t = time.perf_counter()
+                runs = toy_eval.generate_runs(Path(tmp), steps=SCHEDULES[name].steps, seed=seed, methods=methods,
+                                              images_per_prompt=args.images_per_prompt, real=False, quiet=True)
+                toy_eval.score_runs(runs)
+                for m, run in zip(methods, runs):
+                    s = run_scores(run)
+                    scores[name][m.label].append(s)
+                    print(f"seed {seed} {name:6s} {m.label:24s} oracle {s.get('all:oracle', float('nan')):.4f} "
+                          f"clip {s.get('all:clip-score', float('nan')):.4f}  ({time.perf_counter() - t:.0f}s)",
+                          flush=True)
+
+    summary: dict = {}
     for m in methods:
-        per = {}
-        for metric in METRICS:
-            vals = {n: np.array([results[n][s][m.label][metric] for s in seeds]) for n in names}
-            entry = {n: {"mean": float(v.mean()), "by_seed": v.tolist()} for n, v in vals.items()}
-            # seed noise: spread of each schedule's value over seeds (max - min), and the pairwise
-            # differences between seeds of the same schedule
-            spreads = [float(v.max() - v.min()) for v in vals.values()]
-            diffs = [abs(a - b) for v in vals.values() for i, a in enumerate(v) for b in v[i + 1:]]
-            entry["seed_noise_max_abs_diff"] = float(max(diffs)) if diffs else None
-            entry["seed_spread"] = max(spreads)
+        summary[m.label] = {}
+        keys = sorted(scores[names[0]][m.label][0])
+        for key in keys:
+            vals = {n: np.array([s[key] for s in scores[n][m.label]]) for n in names}
+            entry: dict = {n: {"mean": float(v.mean()), "by_seed": v.tolist(),
+                               "seed_sd": float(v.std(ddof=1)) if len(v) > 1 else None,
+                               "seed_range": float(v.max() - v.min())} for n, v in vals.items()}
             if len(names) == 2:
                 d = vals[names[1]] - vals[names[0]]
-                entry[f"{names[1]}_minus_{names[0]}"] = {"by_seed": d.tolist(), "mean": float(d.mean())}
-            per[metric] = entry
-        summary[m.label] = per
-        print(f"{m.label}: " + "; ".join(
-            f"{metric} " + " ".join(f"{n} {per[metric][n]['mean']:.4f}" for n in names)
-            + (f" diff {per[metric][f'{names[1]}_minus_{names[0]}']['mean']:+.4f}" if len(names) == 2 else "")
-            + f" seed-noise {per[metric]['seed_noise_max_abs_diff']:.4f}"
-            for metric in ("oracle_object_acc", "clip_score", "embed_text_cosine")), flush=True)
-    out = {"prompts": args.prompts, "seeds": seeds, "schedules": {n: parse_candidate(n)[1].steps for n in names},
-           "summary": summary, "seconds_total": time.perf_counter() - t0}
+                entry["difference"] = {"mean": float(d.mean()), "by_seed": d.tolist(),
+                                       "lower_in": int((d < 0).sum()), "seeds": len(d)}
+            summary[m.label][key] = entry
+        if len(names) == 2:
+            print(f"{m.label}: " + "; ".join(
+                f"{k} {names[0]} {summary[m.label][k][names[0]]['mean']:.4f} {names[1]} "
+                f"{summary[m.label][k][names[1]]['mean']:.4f} diff {summary[m.label][k]['difference']['mean']:+.4f} "
+                f"(lower in {summary[m.label][k]['difference']['lower_in']}/{len(seeds)}; seed sd "
+                f"{summary[m.label][k][names[0]]['seed_sd'] or 0:.4f})"
+                for k in keys if k.startswith("all:")), flush=True)
+    out = {"seeds": seeds, "images_per_prompt": args.images_per_prompt,
+           "schedules": {n: SCHEDULES[n].steps for n in names}, "summary": summary,
+           "seconds_total": time.perf_counter() - t0}
     print(json.dumps(out))
     return out
 

@@ -14,7 +14,7 @@ steps, mean final cosine, mean and worst per-prompt difference to `paper` (cosin
 where constrained), and the engine's seconds. The paper run's own cosine at a third of its steps
 (history, engine dtype) shows what simply stopping early would give.
 
-Worlds: `toy` = the shipped trained toy CLIP (`ovi_cli/toy/models/prior`) on held-out toy prompts,
+Worlds: `toy` = the shipped trained toy CLIP (`plugins/toy/models/prior`) on held-out toy prompts,
 with its real stats store for constraints; `tiny`, `vit-b-32`, `vit-l-14` = random-weight towers of
 `benchmarks/ovi_speed.py` with its `mix` targets; for constraints on those a store is written from
 the tower's embeddings of `--store-images` random smooth images (a temporary folder).
@@ -86,8 +86,8 @@ def make_world(args):
     seeds = list(range(args.seed, args.seed + args.n))
     if args.world == "toy":
         from ovi_cli.encoders import Encoders
-        from ovi_cli.toy.dataset import heldout_prompts
-        from ovi_cli.toy.preset import toy_paths
+        from ovi_plugins.toy.dataset import heldout_prompts
+        from ovi_plugins.toy.preset import toy_paths
 
         paths = toy_paths()
         enc = Encoders.load(str(paths["encoder"]))
@@ -135,7 +135,7 @@ def make_constraint(name_weight: str, store, dim: int):
     name, _, w = name_weight.partition(":")
     cls = {"mahalanobis": MahalanobisConstraint, "nn": NearestNeighborConstraint}[name]
     weight = float(w) if w else cls.default_weight
-    ctx = ConstraintContext(_Enc(dim), torch.device("cpu"), torch.float32, store, {"nn_k": 1, "nn_every": 1})
+    ctx = ConstraintContext(_Enc(dim), torch.device("cpu"), torch.float32, store, {"k": 1, "every": 1})
     return cls(weight, ctx)
 
 

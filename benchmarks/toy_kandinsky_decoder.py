@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ovi_cli.toy.dataset import COLOURS, HELD_OUT_PAIRS, SHAPES, canonical_scene, make_arrays, render
-from ovi_cli.toy.preset import toy_paths
-from ovi_cli.toy.train import _lr, encode_in_batches, pixels_from_uint8
+from ovi_plugins.toy.dataset import COLOURS, HELD_OUT_PAIRS, SHAPES, canonical_scene, make_arrays, render
+from ovi_plugins.toy.preset import toy_paths
+from ovi_plugins.toy.train import _lr, encode_in_batches, pixels_from_uint8
 
 
 def build(embed_dim: int):
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     from diffusers import KandinskyV22Pipeline
 
     from ovi_cli.encoders import Encoders
-    from ovi_cli.toy.oracle import judge
+    from ovi_plugins.toy.oracle import judge
 
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     pipe.set_progress_bar_config(disable=True)
     pairs = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in HELD_OUT_PAIRS]
     rng = np.random.default_rng(99)
-    from ovi_cli.toy.dataset import scene_for_objects
+    from ovi_plugins.toy.dataset import scene_for_objects
 
     objs = [[pairs[i % len(pairs)]] for i in range(24)]
     real = [render(scene_for_objects(o, rng)) for o in objs]

@@ -1,12 +1,27 @@
-"""ovi: text-to-image with Kandinsky 2.2 and no trained prior (Optimization-based Visual Inversion)."""
+"""ovi: text-to-image with Kandinsky 2.2 and no trained prior (Optimization-based Visual Inversion).
 
-from importlib.metadata import PackageNotFoundError, version
+`__version__` and `hookimpl` load on first use, so that starting the `ovi` command imports nothing
+before its Ctrl-C handler is in place (`ovi_cli.entry`).
+"""
 
-try:
-    __version__ = version("ovi")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+from __future__ import annotations
 
-from ovi_cli.hookspecs import hookimpl  # noqa: E402  (plugins write `@ovi_cli.hookimpl`)
+from typing import Any
 
 __all__ = ["__version__", "hookimpl"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("ovi")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            value = "0.0.0+unknown"
+    elif name == "hookimpl":  # plugins write `@ovi_cli.hookimpl`
+        from ovi_cli.hookspecs import hookimpl as value
+    else:
+        raise AttributeError(f"module 'ovi_cli' has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -1,3 +1,3 @@
-from ovi_cli.cli import main
+from ovi_cli.entry import main
 
 main()

@@ -1,23 +1,135 @@
-"""What a plugin implements: priors, constraints and decoders, and the data they exchange.
+"""What a plugin implements: priors, constraints, decoders and model presets, and what they exchange.
 
 A plugin registers classes (see `ovi_cli.hookspecs`); ovi instantiates them. Everything here
-is plain Python and torch: no CLI involved.
+is plain Python: no terminal, and no torch at import time (plugins register without loading
+their heavy modules, so `ovi --help` stays fast). Plugins report through the `Reporter` and the
+`warn` callback they are given; they never print.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import Tensor
+from ovi_cli.errors import OviError
+from ovi_cli.hub import ModelRef
 
-from ovi_cli.encoders import Encoders, TextEncoding
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from ovi_cli.encoders import Encoders, TextEncoding
 
 # on_progress(step, total, values): values are per-prompt numbers to show, e.g. {"cos": [..]}
 ProgressFn = Callable[[int, int, dict[str, list[float]]], None]
+# warn(message): one warning line for the user (the CLI renders it; a library caller decides)
+WarnFn = Callable[[str], None]
+
+
+def _no_warning(message: str) -> None:
+    pass
+
+
+class Reporter:
+    """Progress and warnings from a run; the CLI renders them with Rich. Default: silent."""
+
+    def warn(self, message: str) -> None:
+        """A warning for the user, one line."""
+
+    def stage(self, name: str) -> None:
+        """What is happening now (loading models, ...)."""
+
+    def new_batch(self, label: str) -> None:
+        """The next batch of prompts (or the next prior of a comparison) starts."""
+
+    def ovi_progress(self, step: int, total: int, values: dict[str, list[float]]) -> None:
+        """OVI's step `step` of `total`; `values` per prompt, e.g. `{"cos": [...]}`."""
+
+    def decode_progress(self, step: int, total: int) -> None:
+        """The decoder's step `step` of `total`."""
+
+
+# ---- plugin options: `--option NAME.KEY=VALUE`, declared by the plugin that reads them ---------
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class PluginOption:
+    """One option a prior, constraint or decoder reads, set with `--option PLUGIN.KEY=VALUE`.
+
+    `type` is `int`, `float`, `str` or `bool`; `minimum` bounds numbers (inclusive); `choices`
+    restricts strings. `default` is what the plugin gets when the user says nothing.
+    """
+
+    key: str
+    type: type
+    default: Any
+    help: str = ""
+    minimum: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def parse(self, value: Any, owner: str) -> Any:
+        """`value` (text from the command line, or a Python value) checked and converted."""
+        flag = f"--option {owner}.{self.key}"
+        if value is None:
+            return None
+        try:
+            if self.type is bool:
+                if isinstance(value, bool):
+                    out: Any = value
+                elif str(value).strip().lower() in _TRUE | _FALSE:
+                    out = str(value).strip().lower() in _TRUE
+                else:
+                    raise ValueError
+            elif self.type is int:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                out = int(str(value).strip()) if not isinstance(value, (int, float)) else int(value)
+            elif self.type is float:
+                out = float(value)
+                if out != out or out in (float("inf"), float("-inf")):
+                    raise ValueError
+            else:
+                out = str(value)
+        except (TypeError, ValueError):
+            raise OviError(f"{flag}: {value!r} is not a valid {self.type.__name__}") from None
+        if self.minimum is not None and out < self.minimum:
+            raise OviError(f"{flag} must be >= {self.minimum:g} (got {value!r})")
+        if self.choices is not None and out not in self.choices:
+            raise OviError(f"{flag} must be one of {', '.join(self.choices)} (got {value!r})")
+        return out
+
+
+def resolve_options(cls: type, owner: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The options of plugin class `cls` (registered as `owner`): its defaults, then `given`.
+
+    Unknown keys are one-line errors that list the keys the plugin declares.
+    """
+    declared = {o.key: o for o in getattr(cls, "options", ())}
+    out = {k: o.default for k, o in declared.items()}
+    for key, value in (given or {}).items():
+        if key not in declared:
+            known = ", ".join(f"{owner}.{k}" for k in declared) or "none"
+            raise OviError(f"--option {owner}.{key}: {owner!r} has no option {key!r} (its options: {known})")
+        parsed = declared[key].parse(value, owner)
+        if parsed is not None:
+            out[key] = parsed
+    return out
+
+
+def parse_option_assignments(items: list[str] | None) -> dict[str, dict[str, str]]:
+    """`["nn.k=5", "eclipse.model=DIR"]` -> `{"nn": {"k": "5"}, "eclipse": {"model": "DIR"}}`."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items or []:
+        target, sep, value = item.partition("=")
+        owner, dot, key = target.strip().partition(".")
+        if not sep or not dot or not owner or not key:
+            raise OviError(f"malformed --option {item!r}: expected PLUGIN.KEY=VALUE, e.g. nn.k=5")
+        out.setdefault(owner, {})[key.strip()] = value
+    return out
 
 
 @dataclass
@@ -28,7 +140,8 @@ class ConstraintContext:
     device: torch.device
     dtype: torch.dtype
     store: Any | None = None  # an `ovi_stats.store.StatsStore`, when one was named or found
-    options: dict[str, Any] = field(default_factory=dict)  # e.g. {"nn_every": 1, "nn_k": 1}
+    options: dict[str, Any] = field(default_factory=dict)  # this constraint's options, defaults applied
+    warn: WarnFn = _no_warning  # one warning line for the user
 
 
 class Constraint(ABC):
@@ -41,6 +154,7 @@ class Constraint(ABC):
     default_weight: ClassVar[float] = 1.0
     needs_stats: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    options: ClassVar[tuple[PluginOption, ...]] = ()  # read from `context.options`
 
     def __init__(self, weight: float, context: ConstraintContext) -> None:
         self.weight = float(weight)
@@ -68,8 +182,6 @@ class ConstraintSpec:
 
     @classmethod
     def parse(cls, text: str) -> ConstraintSpec:
-        from ovi_cli.errors import OviError
-
         name, sep, weight = text.strip().partition(":")
         if not name or (sep and not weight):
             raise OviError(f"malformed --constraint {text!r}: expected NAME or NAME:WEIGHT")
@@ -95,6 +207,8 @@ class PriorJob:
     settings: Any  # ovi_cli.settings.GenSettings
     constraints: list[Constraint] = field(default_factory=list)
     on_progress: ProgressFn | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # this prior's options, defaults applied
+    warn: WarnFn = _no_warning  # one warning line for the user
 
 
 @dataclass
@@ -111,10 +225,17 @@ class Prior(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     uses_constraints: ClassVar[bool] = False
+    # `ovi compare` draws OVI's cosine to this prior's embedding over the steps (trained priors)
+    reference_in_compare: ClassVar[bool] = False
+    options: ClassVar[tuple[PluginOption, ...]] = ()  # read from `job.options`
 
     @abstractmethod
     def embed(self, job: PriorJob) -> PriorOutput:
         """Image embeddings for `job.prompts`, one row per prompt."""
+
+    def required_models(self, options: dict[str, Any], settings: Any) -> list[ModelRef]:
+        """The models `embed` will load: checked before anything loads, so all missing ones are named once."""
+        return []
 
 
 class Decoder(ABC):
@@ -123,14 +244,23 @@ class Decoder(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     produces_images: ClassVar[bool] = True
+    # what the decoder uses of the run's settings, recorded in the sidecar's "decoding"
+    uses_settings: ClassVar[tuple[str, ...]] = ("height", "width", "decoder_steps", "guidance_scale")
+    options: ClassVar[tuple[PluginOption, ...]] = ()  # read from `self.options`
 
-    def __init__(self, settings: Any, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, settings: Any, device: torch.device, dtype: torch.dtype,
+                 options: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.device = device
         self.dtype = dtype
+        self.options = dict(options or {})
 
     def load(self) -> None:  # noqa: B027 - optional hook
         """Load weights (called once before the first `decode`)."""
+
+    def required_models(self) -> list[ModelRef]:
+        """The models `load` will read: checked before anything loads, so all missing ones are named once."""
+        return []
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
@@ -144,3 +274,136 @@ class Decoder(ABC):
         on_step: Callable[[int, int], None] | None = None,
     ) -> list[Any]:
         """PIL images, one per row of `image_embeds` (an empty list for decoders without images)."""
+
+
+class ModelPreset(ABC):
+    """A named set of models and defaults: `ovi gen --model NAME` (also compare, build-stats, bench).
+
+    `overrides()` gives `GenSettings` fields (e.g. `encoder_model`, `decoder`, `stats`, `steps`);
+    a flag the user gives explicitly always wins over them.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def overrides(self) -> dict[str, Any]:
+        """`GenSettings` field -> value."""
+
+    def activate(self) -> None:  # noqa: B027 - optional hook
+        """Process-wide settings the preset needs (e.g. torch threads); called before loading models."""
+
+    def check_prompts(self, prompts: list[str]) -> list[str]:
+        """Warnings about `prompts` for these models, e.g. words a small vocabulary lacks (default: none).
+
+        The commands show each once per run, before anything loads.
+        """
+        return []
+
+# ---- scorers: `ovi bench score RUN --scorers NAME` ----------------------------------------------
+@dataclass(frozen=True)
+class ScoreItem:
+    """One benchmark image to score: `RUN/<category>/samples/{prompt}_{NNNNNN}.png`."""
+
+    path: Any  # pathlib.Path of the PNG
+    name: str  # its file name
+    prompt: str  # read back from the name with the official rule: name.split('_')[0]
+    index: int  # the six-digit counter: int(name.split('_')[-1][:-4])
+    category: str  # the category folder it lies in (color, spatial, complex, ...)
+
+
+@dataclass
+class ImageScore:
+    """A scorer's number for one image (what the official result file holds) and how it got there."""
+
+    score: float
+    details: dict[str, Any] = field(default_factory=dict)  # JSON-able: questions, P(yes), boxes, ...
+
+
+@dataclass
+class ScorerContext:
+    """What a scorer is built with."""
+
+    device: torch.device
+    options: dict[str, Any] = field(default_factory=dict)  # this scorer's options, defaults applied
+    batch_size: int = 16
+    nlp: str = "auto"  # noun phrases / part of speech: auto (spaCy where installed), spacy, rules
+    encoder_model: str | None = None  # the CLIP towers of a `--model` preset (e.g. the toy CLIP), if one was named
+    warn: WarnFn = _no_warning  # one warning line for the user
+
+
+class Scorer(ABC):
+    """Scores benchmark images: one number per image, averaged per category (T2I-CompBench's way).
+
+    ovi calls `settings()` and `required_models()` before anything loads, `load()` once, then
+    `score()` on batches of images of one category. `settings()` is what the numbers depend on
+    (model weights, options, noun-phrase parser): a rerun with different settings is refused
+    instead of mixing old and new numbers. `official_files()` writes the result files in the
+    shapes the official T2I-CompBench scripts write, beside the category's `samples/`.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    # categories this scorer scores when `--scorers` is not given (the paper's table: color -> blip-vqa, ...)
+    categories: ClassVar[tuple[str, ...]] = ()
+    # benchmarks (bench.json's "benchmark") whose every category it scores by default (e.g. the toy oracle)
+    benchmarks: ClassVar[tuple[str, ...]] = ()
+    # categories it cannot score, with the reason shown to the user (e.g. 3d_spatial needs depth)
+    refuses: ClassVar[dict[str, str]] = {}
+    # other scorers whose per-image results `score` combines (3-in-1); ovi runs them first
+    requires: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[tuple[PluginOption, ...]] = ()  # read from `self.options`
+
+    def __init__(self, context: ScorerContext) -> None:
+        self.context = context
+        self.options = dict(context.options)
+
+    def required_models(self) -> list[ModelRef]:
+        """The models `load` will read: checked before anything loads, so all missing ones are named once."""
+        return []
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-able facts the numbers depend on; compared with those stored beside earlier scores."""
+        return {"options": dict(self.options)}
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able facts recorded in scores.json but not compared (e.g. the model's folder)."""
+        return {}
+
+    def load(self) -> None:  # noqa: B027 - optional hook
+        """Load models (called once, and only when some image still needs this scorer)."""
+
+    @abstractmethod
+    def score(self, items: list[ScoreItem], inputs: dict[str, list[ImageScore]]) -> list[ImageScore]:
+        """One `ImageScore` per item (all of one category). `inputs[name]` holds, per item, the
+        results of each scorer named in `requires`."""
+
+    def official_files(self, category: str, scored: list[tuple[ScoreItem, ImageScore]]) -> dict[str, Any]:
+        """Result files for one category: path relative to the category folder -> JSON object or text.
+
+        `scored` is in the official order (by the file counter). Default: none.
+        """
+        return {}
+
+
+# ---- benchmarks (`ovi bench generate NAME`) ----------------------------------------------------
+class Benchmark(ABC):
+    """A prompt suite: named categories, each an ordered list of prompts.
+
+    `ovi bench generate NAME` writes image j of prompt i of a category to
+    `RUN/<category>/samples/{prompt}_{i*K+j:06d}.png` (`ovi_cli.bench.layout`, the official
+    T2I-CompBench layout), so a prompt may hold neither `_` nor a path separator (checked before
+    any model loads). Keep the module light: read prompt files in `prompts`, not at import.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    categories: ClassVar[tuple[str, ...]] = ()  # generated (and tabulated) in this order
+
+    @abstractmethod
+    def prompts(self, category: str) -> list[str]:
+        """The prompts of `category` in file order (prompt i gives the images i*K ... i*K+K-1)."""
+
+    def source(self, category: str) -> str:
+        """Where the prompts of `category` come from (a file, or a description), for `bench.json`."""
+        return f"{self.name}:{category}"

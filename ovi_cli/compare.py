@@ -17,31 +17,29 @@ embeddings alone (and the store), so anyone can check them from `embeddings.safe
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ovi_cli.api import Constraint, ConstraintContext
+from ovi_cli.api import Constraint, ConstraintContext, Reporter
+from ovi_cli.compare_report import comparison_rows, make_grid, png_with_text, summary_rows, table_csv
 from ovi_cli.encoders import Encoders, TextEncoding
 from ovi_cli.errors import OviError
-from ovi_cli.losses import cosine, mahalanobis_sq
+from ovi_cli.losses import cosine
 from ovi_cli.outputs import Staging, atomic_outputs, slugify
-from ovi_cli.pipeline import EmbedBatch, OviPipeline, Reporter, package_versions, validate_prompts
+from ovi_cli.pipeline import EmbedBatch, OviPipeline, package_versions
 from ovi_cli.plots import COSINE_PREFIX, has_curves, stage_history_plot
 from ovi_cli.plugins import Registry, get_registry
+from ovi_cli.prompts import validate_prompts
 from ovi_cli.settings import GenSettings
 
 DEFAULT_PRIORS = "textemb,ovi,eclipse,kandinsky"
-TRACKED_BASELINES = ("eclipse", "kandinsky")  # OVI curves also show the cosine to these
 
 
 # ---- which priors ------------------------------------------------------------------------------
@@ -92,148 +90,6 @@ def parse_priors(text: str, registry: Registry | None = None) -> list[PriorChoic
     return choices
 
 
-# ---- the numbers -------------------------------------------------------------------------------
-def comparison_rows(
-    labels: Sequence[str],
-    embeds: Tensor,
-    text_embeds: Tensor,
-    seconds: Sequence[float] | None = None,
-    store: Any | None = None,
-) -> list[dict[str, Any]]:
-    """Per prior: cosine to the text, to every prior's embedding, norm, seconds, and with a store
-    the Mahalanobis distance `sqrt((e - mu)^T P (e - mu))` and the best nearest-neighbour cosine.
-
-    `embeds` `[N, D]` (row i = `labels[i]`), `text_embeds` `[D]` or `[1, D]`. Pure given the store.
-    """
-    e = embeds.detach().float().cpu()
-    t = text_embeds.detach().float().cpu().reshape(1, -1)
-    n = e.shape[0]
-    text_cos = cosine(e, t.expand(n, -1)).tolist()
-    pair = cosine(e.unsqueeze(1), e.unsqueeze(0)).tolist()  # [N, N]
-    norms = e.norm(dim=-1).tolist()
-    maha: list[float | None] = [None] * n
-    nn_cos: list[float | None] = [None] * n
-    nn_file: list[str | None] = [None] * n
-    if store is not None:
-        mean = torch.as_tensor(np.asarray(store.mean), dtype=torch.float64)
-        chol = torch.as_tensor(np.asarray(store.precision_cholesky), dtype=torch.float64)
-        maha = mahalanobis_sq(e.double(), mean, chol).clamp_min(0).sqrt().tolist()
-        _, ids = store.search(np.ascontiguousarray(e.numpy(), dtype=np.float32), 1)
-        ids = np.asarray(ids, dtype=np.int64)[:, 0]
-        stored = torch.from_numpy(np.asarray(store.embeddings[ids], dtype=np.float32))
-        nn_cos = cosine(e, stored).tolist()  # exact, from the raw stored embedding
-        files = store.files
-        nn_file = [str(files[int(i)]) for i in ids]
-    rows = []
-    for i, label in enumerate(labels):
-        rows.append({
-            "prior": label,
-            "text_cosine": text_cos[i],
-            "cosine": {labels[j]: pair[i][j] for j in range(n)},
-            "mahalanobis": maha[i],
-            "nn_cosine": nn_cos[i],
-            "nn_file": nn_file[i],
-            "norm": norms[i],
-            "seconds": None if seconds is None else float(seconds[i]),
-        })
-    return rows
-
-
-def table_columns(labels: Sequence[str], with_store: bool) -> list[str]:
-    cols = ["prior", "text_cosine", *[f"cos_{lab}" for lab in labels]]
-    if with_store:
-        cols += ["mahalanobis", "nn_cosine", "nn_file"]
-    return cols + ["norm", "seconds"]
-
-
-def flatten_row(row: dict[str, Any]) -> dict[str, Any]:
-    flat = {k: v for k, v in row.items() if k != "cosine"}
-    for other, v in row.get("cosine", {}).items():
-        flat[f"cos_{other}"] = v
-    return flat
-
-
-def table_csv(
-    rows: Sequence[dict[str, Any]], labels: Sequence[str], with_store: bool, extra: Sequence[str] = ()
-) -> str:
-    cols = [*extra, *table_columns(labels, with_store)]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        flat = flatten_row(row)
-        writer.writerow({k: _csv_value(flat.get(k)) for k in cols})
-    return buf.getvalue()
-
-
-def _csv_value(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return repr(v)
-    return v
-
-
-def summary_rows(tables: Sequence[Sequence[dict[str, Any]]], labels: Sequence[str]) -> list[dict[str, Any]]:
-    """Means over prompts, per prior, of every numeric column (None where no prompt has a value)."""
-    out = []
-    for label in labels:
-        rows = [r for table in tables for r in table if r["prior"] == label]
-        flat = [flatten_row(r) for r in rows]
-        keys = [k for k in flat[0] if k not in ("prior", "nn_file")] if flat else []
-        mean: dict[str, Any] = {"prior": label, "prompts": len(rows)}
-        for k in keys:
-            vals = [f[k] for f in flat if isinstance(f.get(k), (int, float)) and not isinstance(f.get(k), bool)]
-            mean[k] = float(np.mean(vals)) if vals else None
-        cos = {lab: mean.pop(f"cos_{lab}", None) for lab in labels}
-        mean["cosine"] = cos
-        out.append(mean)
-    return out
-
-
-# ---- the grid ----------------------------------------------------------------------------------
-def label_band(height: int) -> int:
-    """Height in pixels of the label strip under each image."""
-    return max(14, round(height * 0.08))
-
-
-def grid_size(count: int, width: int, height: int) -> tuple[int, int]:
-    """(width, height) of a grid of `count` images of `width x height`, one row, labels below."""
-    return count * width, height + label_band(height)
-
-
-def make_grid(images: Sequence[Any], labels: Sequence[str]) -> Any:
-    """One row of images, each with its label underneath (PIL)."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    if not images:
-        raise ValueError("no images for the grid")
-    w, h = images[0].size
-    band = label_band(h)
-    grid = Image.new("RGB", grid_size(len(images), w, h), "white")
-    draw = ImageDraw.Draw(grid)
-    try:
-        font = ImageFont.load_default(size=max(8, band - 4))
-    except TypeError:  # Pillow < 10.1
-        font = ImageFont.load_default()
-    for i, (im, label) in enumerate(zip(images, labels)):
-        grid.paste(im.convert("RGB").resize((w, h)), (i * w, 0))
-        text = label
-        while text and draw.textlength(text, font=font) > w - 4:
-            text = text[:-1]
-        draw.text((i * w + 2, h + 1), text, fill="black", font=font)
-    return grid
-
-
-def _png_with_text(image: Any, path: Path, text: dict[str, str]) -> None:
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    for k, v in text.items():
-        info.add_text(k, v)
-    image.save(path, format="PNG", pnginfo=info)
-
-
 # ---- OVI curves towards other priors' embeddings ----------------------------------------------
 class ReferenceCosine(Constraint):
     """Weight-0 tracker: records `cos(e, reference)` at every OVI step without touching the loss."""
@@ -276,14 +132,16 @@ class CompareRun:
 
 
 class Comparison:
-    """Loads the encoders once, one pipeline per prior choice, one decoder; compares per prompt."""
+    """Loads the encoders once, one pipeline per prior choice, one decoder; compares per prompt.
+
+    Plugin options (e.g. `eclipse.model`) come from `settings.options`, as for `ovi gen`.
+    """
 
     def __init__(
         self,
         choices: Sequence[PriorChoice],
         settings: GenSettings,
         *,
-        prior_models: dict[str, str | None] | None = None,
         reporter: Reporter | None = None,
         registry: Registry | None = None,
         encoders: Encoders | None = None,
@@ -292,26 +150,18 @@ class Comparison:
             raise OviError("no prior to compare")
         self.choices = list(choices)
         self.settings = settings
-        self.prior_models = dict(prior_models or {})
         self.reporter = reporter or Reporter()
         self.registry = registry or get_registry()
         self.encoders = encoders
-        self.pipes: dict[str, OviPipeline] = {}
-        self.decoder_pipe: OviPipeline | None = None
-        self.trackers: dict[str, list[ReferenceCosine]] = {}
         self.store: Any = None
         # validate everything (names, flags) before loading anything
-        for ch in self.choices:
-            self.pipes[ch.label] = OviPipeline(self._settings_for(ch), reporter=self.reporter,
-                                               registry=self.registry, encoders=self.encoders)
+        self.pipes = {ch.label: OviPipeline(
+            replace(settings, prior=ch.prior, constraints=list(ch.constraints), decoder="embeds"),
+            reporter=self.reporter, registry=self.registry, encoders=encoders) for ch in self.choices}
         self.decoder_pipe = OviPipeline(replace(settings, prior="textemb", constraints=[]),
-                                        reporter=self.reporter, registry=self.registry, encoders=self.encoders)
+                                        reporter=self.reporter, registry=self.registry, encoders=encoders)
+        self.trackers: dict[str, list[ReferenceCosine]] = {}
         self._loaded = False
-
-    def _settings_for(self, ch: PriorChoice) -> GenSettings:
-        model = self.prior_models.get(ch.prior, self.settings.prior_model)
-        return replace(self.settings, prior=ch.prior, constraints=list(ch.constraints), decoder="embeds",
-                       prior_model=model)
 
     @property
     def labels(self) -> list[str]:
@@ -319,47 +169,29 @@ class Comparison:
 
     @property
     def produces_images(self) -> bool:
-        assert self.decoder_pipe is not None
-        return self.decoder_pipe.decoder.produces_images
-
-    def _wants_store(self) -> bool:
-        if self.settings.stats:
-            return True
-        return any(self.registry.get("constraint", spec.name).needs_stats
-                   for p in self.pipes.values() for spec in p.specs)
+        return self.decoder_pipe.produces_images
 
     def load(self) -> None:
         if self._loaded:
             return
         if self.encoders is None:
             self.reporter.stage(f"loading encoders from {self.settings.encoder_model}")
-            device, dtype = self.decoder_pipe.device, self.decoder_pipe.dtype
-            self.encoders = Encoders.load(self.settings.encoder_model, device=device, dtype=dtype)
-        for pipe in [*self.pipes.values(), self.decoder_pipe]:
-            pipe.encoders = self.encoders
-        if self._wants_store():
-            stored = next((p.store for p in self.pipes.values() if p.store is not None), None)
-            for p in self.pipes.values():  # constrained pipelines open the store while loading
-                p.load()
-                stored = stored or p.store
-            if stored is None:
-                from ovi_stats.store import open_store_for
-
-                self.reporter.stage("loading image statistics")
-                stored = open_store_for(self.settings.stats, self.encoders)
-            self.store = stored
-        tracked = [c for c in self.choices if c.prior in TRACKED_BASELINES]
+            self.encoders = Encoders.load(self.settings.encoder_model, device=self.decoder_pipe.device,
+                                          dtype=self.decoder_pipe.dtype)
+        # one stats store for every pipeline and for the table's Mahalanobis / NN columns
+        if self.settings.stats or any(p.needs_store for p in self.pipes.values()):
+            first = self.decoder_pipe
+            first.load(encoders=self.encoders)
+            self.store = first.open_store()
+        references = [c for c in self.choices if self.pipes[c.label].prior.reference_in_compare]
         for ch in self.choices:
             pipe = self.pipes[ch.label]
-            pipe.load()
-            if pipe.prior.uses_constraints and tracked:
-                assert pipe.constraints is not None
-                ctx = ConstraintContext(self.encoders, pipe.device, pipe.dtype, self.store)
-                trackers = [ReferenceCosine(t.label, ctx) for t in tracked]
-                pipe.constraints.extend(trackers)
-                self.trackers[ch.label] = trackers
+            pipe.load(encoders=self.encoders, store=self.store)
+            if pipe.prior.uses_constraints and references:
+                ctx = pipe.constraint_context()
+                self.trackers[ch.label] = [ReferenceCosine(r.label, ctx) for r in references]
         if self.produces_images:
-            self.decoder_pipe.load()
+            self.decoder_pipe.load(encoders=self.encoders, store=self.store)
         self._loaded = True
 
     def _order(self) -> list[PriorChoice]:
@@ -380,9 +212,8 @@ class Comparison:
                 ref_label = tr.name[len(COSINE_PREFIX):]
                 tr.reference = embeds[ref_label].reshape(1, -1)
             self.reporter.stage(f"prior {ch.label}")
-            if hasattr(self.reporter, "new_batch"):  # the CLI's Rich reporter: fresh bars per prior
-                self.reporter.new_batch(ch.label)
-            batch = pipe.embed([prompt], [seed])
+            self.reporter.new_batch(ch.label)
+            batch = pipe.embed([prompt], [seed], trackers=self.trackers.get(ch.label, ()))
             rec = dict(batch.records[0]) if batch.records else {}
             embeds[ch.label] = batch.image_embeds[0]
             records[ch.label] = rec
@@ -414,7 +245,7 @@ class Comparison:
         with atomic_outputs() as staging:
             if result.images:
                 grid = make_grid(result.images, result.labels)
-                staging.write_with(folder / "grid.png", lambda p: _png_with_text(
+                staging.write_with(folder / "grid.png", lambda p: png_with_text(
                     grid, p, {"ovi:priors": json.dumps(result.labels), "ovi:prompt": result.prompt}))
                 files["grid"] = str(folder / "grid.png")
                 for ch, im in zip(self.choices, result.images):
@@ -441,13 +272,13 @@ class Comparison:
         files["plot"] = str(folder / "plot.png")
         files["history"] = str(folder / "history.csv")
 
-    def _save_embeddings(self, result: PromptResult, path: Path) -> None:
-        from safetensors.torch import save_file
+    def _save_embeddings(self, result: PromptResult, handle: IO[bytes]) -> None:
+        from safetensors.torch import save
 
         tensors = {lab: result.embeds[i : i + 1].contiguous() for i, lab in enumerate(result.labels)}
         tensors["text_embeds"] = result.text.text_embeds[:1].detach().float().cpu().contiguous()
         tensors["negative_image_embeds"] = result.negative.detach().float().cpu().contiguous()
-        save_file(tensors, str(path), metadata={"prompt": result.prompt, "priors": json.dumps(result.labels)})
+        handle.write(save(tensors, metadata={"prompt": result.prompt, "priors": json.dumps(result.labels)}))
 
     def table_json(self, result: PromptResult) -> dict[str, Any]:
         s = self.settings
@@ -460,14 +291,14 @@ class Comparison:
             "records": result.records,
             "settings": {
                 "tokens": s.tokens, "steps": s.steps, "lr": s.lr, "weight_decay": s.weight_decay,
-                "prior_options": s.prior_options, "constraint_options": s.constraint_options,
+                "options": {c.label: self.pipes[c.label].options_used() for c in self.choices},
                 "negative": s.negative, "decoder": s.decoder, "height": s.height, "width": s.width,
                 "decoder_steps": s.decoder_steps, "guidance_scale": s.guidance_scale,
             },
             "models": {
                 "encoder": self.encoders.describe(),
                 "decoder": self.decoder_pipe.decoder.describe() if self.decoder_pipe else None,
-                "priors": {c.label: self.pipes[c.label].settings.prior_model for c in self.choices},
+                "priors": {c.label: self.pipes[c.label].prior_options.get("model") for c in self.choices},
                 "stats": getattr(self.store, "describe", lambda: None)(),
             },
             "device": str(self.decoder_pipe.device) if self.decoder_pipe else None,

@@ -16,18 +16,21 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ovi_cli.pipeline import Reporter
+from ovi_cli.api import Reporter
+from ovi_cli.errors import printable
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, log_path=False)
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]ovi: warning:[/yellow] {message}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    err_console.print(f"[yellow]ovi: warning:[/yellow] {escape(printable(message))}", markup=True, highlight=False)
 
 
 def error_line(message: str) -> None:
     # plain write: one line, no wrapping, no markup interpretation of the message
-    sys.stderr.write(f"ovi: error: {message}\n")
+    sys.stderr.write(f"ovi: error: {printable(message)}\n")
     sys.stderr.flush()
 
 
@@ -56,9 +59,13 @@ class RichReporter(Reporter):
         self._decode: TaskID | None = None
         self._stage: TaskID | None = None
         self.label = ""
+        self._warned: set[str] = set()
 
     def warn(self, message: str) -> None:
-        warn(message)
+        """Each distinct warning once per run (`ovi compare` runs every prior on the same prompt)."""
+        if message not in self._warned:
+            self._warned.add(message)
+            warn(message)
 
     def stage(self, name: str) -> None:
         """What is happening now (loading models, ...), shown as a spinner line."""

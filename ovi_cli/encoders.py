@@ -18,11 +18,11 @@ import torch
 from torch import Tensor
 
 from ovi_cli.devices import autocast_context
-from ovi_cli.errors import OviError
+from ovi_cli.errors import OviError, first_line
 from ovi_cli.hub import resolve_model_dir
 from ovi_cli.pseudo_tokens import encode_pseudo_tokens
+from ovi_cli.settings import DEFAULT_ENCODER_MODEL
 
-DEFAULT_ENCODER_MODEL = "kandinsky-community/kandinsky-2-2-prior"
 ENCODER_SUBFOLDERS = ("image_encoder", "text_encoder", "tokenizer", "image_processor")
 
 
@@ -34,6 +34,7 @@ class TextEncoding:
     last_hidden_state: Tensor  # [B, L, hidden], float32: what ECLIPSE-style priors attend to
     attention_mask: Tensor  # [B, L]
     truncated: list[bool] = field(default_factory=list)
+    token_counts: list[int] = field(default_factory=list)  # before truncation, start and end tokens included
 
 
 def _image_processor_class():
@@ -101,7 +102,7 @@ class Encoders:
                 tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
                 processor = _image_processor_class().from_pretrained(root / "image_processor")
         except OSError as exc:
-            raise OviError(f"cannot load encoders from {source!r}: {_first_line(exc)}") from exc
+            raise OviError(f"cannot load encoders from {source!r}: {first_line(exc, with_type=False)}") from exc
         return cls(text, vision, tokenizer, processor, source=source, device=device, dtype=dtype)
 
     # ---- facts about the towers -------------------------------------------------------------
@@ -143,19 +144,23 @@ class Encoders:
         return self._fingerprint
 
     # ---- encoding ---------------------------------------------------------------------------
-    def tokenize(self, prompts: list[str]) -> tuple[dict[str, Tensor], list[bool]]:
-        """Pad to the text tower's length; report which prompts were truncated."""
+    def tokenize(self, prompts: list[str]) -> tuple[dict[str, Tensor], list[int]]:
+        """Pad to the text tower's length; also each prompt's token count before truncation.
+
+        Counts include the start and end tokens, as the limit does: a prompt was cut when its
+        count exceeds `max_text_tokens`.
+        """
         limit = self.max_text_tokens
-        lengths = [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
+        counts = [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
         batch = self.tokenizer(
             list(prompts), padding="max_length", max_length=limit, truncation=True,
             return_tensors="pt",
         )
-        return {k: v.to(self.device) for k, v in batch.items()}, [n > limit for n in lengths]
+        return {k: v.to(self.device) for k, v in batch.items()}, counts
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> TextEncoding:
-        batch, truncated = self.tokenize(prompts)
+        batch, counts = self.tokenize(prompts)
         with autocast_context(self.device, self.dtype):
             out = self.text_encoder(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
@@ -164,7 +169,8 @@ class Encoders:
             text_embeds=out.text_embeds.float(),
             last_hidden_state=out.last_hidden_state.float(),
             attention_mask=batch["attention_mask"],
-            truncated=truncated,
+            truncated=[n > self.max_text_tokens for n in counts],
+            token_counts=counts,
         )
 
     def preprocess(self, images) -> Tensor:
@@ -198,11 +204,6 @@ class Encoders:
     def describe(self) -> dict:
         return {"source": self.source, "fingerprint": self.fingerprint(),
                 "embed_dim": self.embed_dim, "token_width": self.token_width}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def encoder_root_has_layout(path: Path) -> bool:

@@ -28,6 +28,7 @@ from torch import Tensor
 from ovi_cli.api import Constraint, ProgressFn
 from ovi_cli.devices import autocast_context
 from ovi_cli.losses import cosine
+from ovi_cli.plugin_checks import check_term
 from ovi_cli.pseudo_tokens import init_pseudo_tokens
 from ovi_cli.schedule import get_schedule, lr_at
 from ovi_cli.settings import OviSettings
@@ -170,7 +171,7 @@ class _Run:
         per_prompt = 1.0 - cos
         terms = []
         for c in self.constraints:
-            term = c.term(emb, step, self.rows)
+            term = check_term(c, c.term(emb, step, self.rows), emb.shape[0], step)
             terms.append(term)
             if c.weight != 0.0:
                 per_prompt = per_prompt + c.weight * term

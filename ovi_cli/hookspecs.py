@@ -3,7 +3,9 @@
 A plugin is a module (or object) with functions decorated by `ovi_cli.hookimpl`, listed in its
 package's `pyproject.toml` under `[project.entry-points.ovi]`. Each `register_*` hook receives a
 `register` callback; call it once per class you provide. Classes subclass the bases in
-`ovi_cli.api` and carry a unique `name`.
+`ovi_cli.api` and carry a unique `name` (ovi's own names win a collision). Keep the module that
+the entry point names light: import torch and other heavy modules inside methods, so that
+`ovi --help` does not load them.
 """
 
 from __future__ import annotations
@@ -30,5 +32,20 @@ def register_decoders(register):
 
 
 @hookspec
+def register_models(register):
+    """Register `ovi_cli.api.ModelPreset` subclasses: `--model NAME` for gen, compare, build-stats."""
+
+
+@hookspec
+def register_benchmarks(register):
+    """Register `ovi_cli.api.Benchmark` subclasses: prompt suites for `ovi bench generate NAME`."""
+
+
+@hookspec
+def register_scorers(register):
+    """Register `ovi_cli.api.Scorer` subclasses: image scorers for `ovi bench score --scorers NAME`."""
+
+
+@hookspec
 def register_commands(cli):
-    """Add commands to the `ovi` Typer app: `@cli.command()` or `cli.add_typer(...)`."""
+    """Add commands to the `ovi` Typer app: `@cli.command()` or `cli.add_typer(...)` (not ovi's own names)."""

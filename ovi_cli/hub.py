@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -23,6 +25,63 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """A model a command needs: `source` (hub id or folder), what it is, and the flag that sets it."""
+
+    source: str
+    what: str
+    flag: str
+    subfolders: tuple[str, ...] = ()
+
+
+class ModelUnavailable(OviError):
+    """A model is neither a local folder nor in the hub cache, and cannot be downloaded now."""
+
+    def __init__(self, ref: ModelRef, reason: str) -> None:
+        self.ref, self.reason = ref, reason
+        super().__init__(f"{ref.what} model {ref.source!r} {reason}: {advice(ref)}")
+
+
+def advice(ref: ModelRef) -> str:
+    return (f"download it where there is network (`hf download {ref.source} --local-dir DIR`), "
+            f"copy DIR here and pass {ref.flag} DIR")
+
+
+def check_models(refs: Sequence[ModelRef], toy_hint: bool = True) -> None:
+    """Resolve every model a command needs before loading any; name all missing ones in one line.
+
+    `toy_hint`: end with the advice to try `--model toy` (not for models the toy world has no stand-in for).
+    """
+    missing: list[ModelUnavailable] = []
+    for ref in dict.fromkeys(refs):
+        try:
+            resolve_model_dir(ref.source, what=ref.what, flag=ref.flag, subfolders=ref.subfolders)
+        except ModelUnavailable as exc:
+            missing.append(exc)
+    hint = "; or try ovi offline right away with --model toy" if toy_hint else ""
+    if len(missing) == 1:
+        raise OviError(f"{missing[0]}{hint}")
+    if missing:
+        names = "; ".join(f"{m.ref.what} {m.ref.source!r} (then {m.ref.flag} DIR)" for m in missing)
+        raise OviError(f"models not available here ({missing[0].reason}): {names}; download each where there "
+                       f"is network with `hf download ID --local-dir DIR` and copy it here{hint}")
+
+
+def quiet_hf_libraries() -> None:
+    """transformers and diffusers log and draw bars of their own; ovi shows its own progress instead."""
+    try:
+        import diffusers.utils.logging as dlog
+        import transformers.utils.logging as tlog
+
+        for log in (tlog, dlog):
+            log.set_verbosity_error()
+            log.disable_progress_bar()
+    except Exception:  # pragma: no cover - logging tweaks must never break a run
+        pass
+
+
+@lru_cache(maxsize=1)
 def _hub_reachable(timeout: float = 3.0) -> bool:
     url = urlparse(os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT))
     host = url.hostname or "huggingface.co"
@@ -46,6 +105,7 @@ def resolve_model_dir(
     `what` names the model in messages ("encoders", "decoder"), `flag` the CLI flag that
     chooses it, so that the error tells the user what to do instead.
     """
+    quiet_hf_libraries()
     path = Path(source).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -67,21 +127,15 @@ def resolve_model_dir(
     except Exception:  # not in the cache (the exception type differs across huggingface_hub versions)
         pass
 
-    advice = (
-        f"download it where there is network (`hf download {source} --local-dir DIR`), "
-        f"copy DIR here and pass {flag} DIR"
-    )
+    ref = ModelRef(source, what, flag, tuple(subfolders))
     if _offline():
-        raise OviError(
-            f"{what} model {source!r} is neither a local folder nor in the hub cache, and HF_HUB_OFFLINE "
-            f"is set: {advice}"
-        )
+        raise ModelUnavailable(ref, "is neither a local folder nor in the hub cache, and HF_HUB_OFFLINE is set")
     if not _hub_reachable():
-        raise OviError(f"cannot reach the Hugging Face hub to download {what} model {source!r}: {advice}")
+        raise ModelUnavailable(ref, "is not in the hub cache and the Hugging Face hub cannot be reached")
     try:
         local = snapshot_download(source, allow_patterns=patterns)
     except Exception as exc:  # network and authorisation errors from the hub client
-        raise OviError(f"downloading {what} model {source!r} failed ({type(exc).__name__}): {advice}") from exc
+        raise ModelUnavailable(ref, f"could not be downloaded ({type(exc).__name__})") from exc
     _check_subfolders(Path(local), subfolders, what, source)
     return Path(local)
 

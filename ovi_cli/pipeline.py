@@ -12,36 +12,25 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import Tensor
 
 from ovi_cli import __version__
-from ovi_cli.api import Constraint, ConstraintContext, ConstraintSpec, PriorJob
+from ovi_cli.api import Constraint, ConstraintContext, ConstraintSpec, PriorJob, Reporter, resolve_options
 from ovi_cli.devices import resolve_device, resolve_dtype
-from ovi_cli.encoders import Encoders, TextEncoding
+from ovi_cli.encoders import ENCODER_SUBFOLDERS, Encoders, TextEncoding
 from ovi_cli.errors import OviError
+from ovi_cli.hub import ModelRef, check_models
 from ovi_cli.losses import cosine
-from ovi_cli.outputs import atomic_outputs, result_paths
+from ovi_cli.outputs import atomic_outputs, finite_or_none, result_paths
+from ovi_cli.plugin_checks import check_prior_output, start_plugin
 from ovi_cli.plugins import Registry, get_registry
+from ovi_cli.prompts import validate_prompts
 from ovi_cli.settings import NEGATIVE_KINDS, GenSettings
 
-
-class Reporter:
-    """Progress and warnings from a run; the CLI renders them with Rich. Default: silent."""
-
-    def warn(self, message: str) -> None:
-        pass
-
-    def stage(self, name: str) -> None:
-        pass
-
-    def ovi_progress(self, step: int, total: int, values: dict[str, list[float]]) -> None:
-        pass
-
-    def decode_progress(self, step: int, total: int) -> None:
-        pass
+OPTION_KINDS = ("prior", "constraint", "decoder")  # plugin kinds that declare `--option`s
 
 
 @dataclass
@@ -55,15 +44,27 @@ class EmbedBatch:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def validate_prompts(prompts: Sequence[str]) -> list[str]:
-    out = []
-    for p in prompts:
-        if not isinstance(p, str) or not p.strip():
-            raise OviError("empty prompt: give some text to generate from")
-        out.append(p.strip())
-    if not out:
-        raise OviError("no prompt given")
+def check_plugin_options(settings: GenSettings, registry: Registry) -> dict[str, dict[str, Any]]:
+    """Every `--option PLUGIN.KEY=VALUE` checked against the plugin that declares it.
+
+    Returns the options resolved (defaults applied) for each plugin named in `settings.options`.
+    """
+    out = {}
+    for owner, given in settings.options.items():
+        cls = next((registry.entries[k][owner].cls for k in OPTION_KINDS if owner in registry.entries[k]), None)
+        if cls is None:
+            known = sorted({n for k in OPTION_KINDS for n in registry.entries[k]})
+            raise OviError(f"--option {owner}.*: no prior, constraint or decoder is named {owner!r} "
+                           f"(known: {', '.join(known)})")
+        out[owner] = resolve_options(cls, owner, given)
     return out
+
+
+def truncation_warning(prompt: str, count: int, limit: int) -> str:
+    """The one line shown when the text encoder reads only the first `limit` of a prompt's `count` tokens."""
+    shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+    return (f"prompt {shown!r} truncated: it is {count} tokens and the text encoder reads {limit} (start and "
+            "end tokens and word pieces count)")
 
 
 class OviPipeline:
@@ -81,12 +82,16 @@ class OviPipeline:
         self.reporter = reporter or Reporter()
         self.registry = registry or get_registry()
         self._validate()
+        check_plugin_options(settings, self.registry)
         self.device = resolve_device(settings.device)
         self.dtype = resolve_dtype(settings.dtype, self.device)
-        self.prior = self.registry.get("prior", settings.prior)()
-        self.decoder = self.registry.get("decoder", settings.decoder)(
-            settings, self.device, self.dtype
-        )
+        prior_cls = self.registry.get("prior", settings.prior)
+        self.prior_options = resolve_options(prior_cls, settings.prior, settings.options_for(settings.prior))
+        self.prior = start_plugin("prior", settings.prior, prior_cls, prior_cls)
+        decoder_cls = self.registry.get("decoder", settings.decoder)
+        decoder_options = resolve_options(decoder_cls, settings.decoder, settings.options_for(settings.decoder))
+        self.decoder = start_plugin("decoder", settings.decoder, decoder_cls, lambda: decoder_cls(
+            settings, self.device, self.dtype, decoder_options))
         self.specs = [ConstraintSpec.parse(c) for c in settings.constraints]
         for spec in self.specs:
             self.registry.get("constraint", spec.name)
@@ -94,31 +99,47 @@ class OviPipeline:
             raise OviError(f"prior {settings.prior!r} takes no constraints (--constraint is for ovi)")
         self.encoders = encoders
         self.constraints: list[Constraint] | None = None
-        self.store = None
+        self.store: Any = None  # the stats store, once a constraint (or a caller) opened one
         self._decoder_loaded = False
         self._negative: Tensor | None = None
         self.timings: dict[str, float] = {}
 
     def _validate(self) -> None:
-        s = self.settings
-        checks = [
-            (s.tokens >= 1, "--tokens must be >= 1"),
-            (s.steps >= 1, "--steps must be >= 1"),
-            (s.lr > 0, "--lr must be > 0"),
-            (s.weight_decay >= 0, "--weight-decay must be >= 0"),
-            (s.height > 0 and s.width > 0, "--height and --width must be > 0"),
-            (s.decoder_steps >= 1, "--decoder-steps must be >= 1"),
-            (s.guidance_scale >= 0, "--guidance-scale must be >= 0"),
-            (s.patience >= 0, "--patience must be >= 0"),
-            (s.negative in NEGATIVE_KINDS, f"--negative must be one of {', '.join(NEGATIVE_KINDS)}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise OviError(message)
+        self.settings.check()
+        if self.settings.negative not in NEGATIVE_KINDS:
+            raise OviError(f"--negative must be one of {', '.join(NEGATIVE_KINDS)}")
+
+    def required_models(self) -> list[ModelRef]:
+        """Every model this pipeline loads: encoders, prior, decoder (resolved before loading any)."""
+        refs = [] if self.encoders is not None else [
+            ModelRef(self.settings.encoder_model, "encoder", "--encoder-model", ENCODER_SUBFOLDERS)]
+        refs += self.prior.required_models(self.prior_options, self.settings)
+        if not self._decoder_loaded:
+            refs += self.decoder.required_models()
+        return refs
+
+    @property
+    def needs_store(self) -> bool:
+        """True when a constraint of this pipeline reads a stats store."""
+        return any(self.registry.get("constraint", s.name).needs_stats for s in self.specs)
+
+    @property
+    def produces_images(self) -> bool:
+        return bool(self.decoder.produces_images)
 
     # ---- loading ------------------------------------------------------------------------------
-    def load(self) -> None:
-        """Load everything a run needs (idempotent); slow on real models."""
+    def load(self, *, encoders: Encoders | None = None, store: Any = None) -> None:
+        """Load everything a run needs (idempotent); slow on real models.
+
+        `encoders` and `store` already loaded elsewhere (e.g. by another pipeline) are used
+        instead of loading them again.
+        """
+        if encoders is not None and self.encoders is None:
+            self.encoders = encoders
+        if store is not None and self.store is None:
+            self.store = store
+        if self.encoders is None or not self._decoder_loaded:
+            check_models(self.required_models())
         if self.encoders is None:
             self.reporter.stage(f"loading encoders from {self.settings.encoder_model}")
             t = time.perf_counter()
@@ -131,25 +152,35 @@ class OviPipeline:
         if not self._decoder_loaded:
             self.reporter.stage(f"loading decoder {self.settings.decoder}")
             t = time.perf_counter()
-            self.decoder.load()
+            start_plugin("decoder", self.settings.decoder, self.decoder, self.decoder.load)
             self._decoder_loaded = True
             self.timings["load_decoder_s"] = time.perf_counter() - t
+
+    def open_store(self) -> Any:
+        """The stats store (`--stats`, or the newest one of this encoder), opened once."""
+        if self.store is None:
+            from ovi_stats.store import open_store_for
+
+            self.reporter.stage("loading image statistics")
+            self.store = open_store_for(self.settings.stats, self.encoders, warn=self.reporter.warn)
+        return self.store
+
+    def constraint_context(self, options: dict[str, Any] | None = None) -> ConstraintContext:
+        """What a constraint of this pipeline is built from (also for weight-0 trackers)."""
+        assert self.encoders is not None
+        return ConstraintContext(encoders=self.encoders, device=self.device, dtype=self.dtype,
+                                 store=self.store, options=dict(options or {}), warn=self.reporter.warn)
 
     def _build_constraints(self) -> list[Constraint]:
         classes = [self.registry.get("constraint", s.name) for s in self.specs]
         if any(c.needs_stats for c in classes):
-            from ovi_stats.store import open_store_for
-
-            self.reporter.stage("loading image statistics")
-            self.store = open_store_for(self.settings.stats, self.encoders)
-        context = ConstraintContext(
-            encoders=self.encoders, device=self.device, dtype=self.dtype, store=self.store,
-            options=dict(self.settings.constraint_options),
-        )
+            self.open_store()
         out = []
         for spec, cls in zip(self.specs, classes):
             weight = cls.default_weight if spec.weight is None else spec.weight
-            out.append(cls(weight, context))
+            opts = resolve_options(cls, spec.name, self.settings.options_for(spec.name))
+            ctx = self.constraint_context(opts)
+            out.append(start_plugin("constraint", spec.name, cls, lambda cls=cls, w=weight, c=ctx: cls(w, c)))
         return out
 
     def negative_embedding(self) -> Tensor:
@@ -163,8 +194,18 @@ class OviPipeline:
         return self._negative
 
     # ---- running ------------------------------------------------------------------------------
-    def embed(self, prompts: Sequence[str], seeds: Sequence[int] | None = None) -> EmbedBatch:
-        """Image embeddings for a batch of prompts (no decoding)."""
+    def embed(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int] | None = None,
+        *,
+        trackers: Sequence[Constraint] = (),
+    ) -> EmbedBatch:
+        """Image embeddings for a batch of prompts (no decoding).
+
+        `trackers`: extra constraints for this call only, typically weight 0 (they record a
+        value at every OVI step without changing the result; `ovi compare` draws them).
+        """
         prompts = validate_prompts(prompts)
         seeds = list(seeds) if seeds is not None else [self.settings.seed] * len(prompts)
         if len(seeds) != len(prompts):
@@ -175,20 +216,19 @@ class OviPipeline:
         t = time.perf_counter()
         text = self.encoders.encode_text(prompts)
         timings["text_s"] = time.perf_counter() - t
-        for p, cut in zip(prompts, text.truncated):
+        for p, cut, count in zip(prompts, text.truncated, text.token_counts):
             if cut:
-                self.reporter.warn(
-                    f"prompt longer than {self.encoders.max_text_tokens} tokens was truncated: "
-                    f"{p[:60]!r}..."
-                )
+                self.reporter.warn(truncation_warning(p, count, self.encoders.max_text_tokens))
         self.reporter.stage(f"prior {self.settings.prior}")
         t = time.perf_counter()
         job = PriorJob(
             prompts=prompts, text=text, encoders=self.encoders, seeds=seeds,
-            settings=self.settings, constraints=self.constraints,
-            on_progress=self.reporter.ovi_progress,
+            settings=self.settings, constraints=[*self.constraints, *trackers],
+            on_progress=self.reporter.ovi_progress, options=dict(self.prior_options),
+            warn=self.reporter.warn,
         )
         out = self.prior.embed(job)
+        check_prior_output(self.settings.prior, self.prior, out, prompts, self.encoders.embed_dim)
         timings["prior_s"] = time.perf_counter() - t
         image_embeds = out.image_embeds.detach().float().cpu()
         negative = self.negative_embedding().expand(len(prompts), -1).clone()
@@ -264,10 +304,8 @@ class OviPipeline:
             "negative": s.negative,
             "truncated": bool(batch.text.truncated[i]) if batch.text.truncated else False,
             **rec,
-            "decoding": {
-                "height": s.height, "width": s.width, "steps": s.decoder_steps,
-                "guidance_scale": s.guidance_scale,
-            } if self.decoder.produces_images else None,
+            "options": self.options_used(),
+            "decoding": self.decoding_record() if self.decoder.produces_images else None,
             "timings": {**self.timings, **batch.timings},
             "models": {
                 "encoder": self.encoders.describe(),
@@ -277,22 +315,36 @@ class OviPipeline:
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
             "versions": package_versions(),
-            "history": history,
+            "settings": s.to_dict(),  # every setting as given: a resume compares them (ovi_cli.resume)
+            "history": finite_or_none(history),  # a step whose value was not finite is null
         }
 
 
-def save_embeddings(path: Path, batch: EmbedBatch, i: int) -> None:
-    from safetensors.torch import save_file
+    def options_used(self) -> dict[str, dict[str, Any]]:
+        """The resolved options of the prior, the constraints and the decoder (non-empty ones)."""
+        out = {self.settings.prior: self.prior_options, self.settings.decoder: self.decoder.options}
+        for c in self.constraints or []:
+            out[c.name] = c.context.options
+        return {k: v for k, v in out.items() if v}
 
-    save_file(
+    def decoding_record(self) -> dict[str, Any]:
+        """The decoding settings this decoder uses (e.g. the toy decoder ignores steps and guidance)."""
+        names = {"decoder_steps": "steps"}
+        return {names.get(k, k): getattr(self.settings, k) for k in self.decoder.uses_settings}
+
+
+def save_embeddings(handle: IO[bytes], batch: EmbedBatch, i: int) -> None:
+    """Write prompt `i`'s embeddings as safetensors to an open binary handle."""
+    from safetensors.torch import save
+
+    handle.write(save(
         {
             "image_embeds": batch.image_embeds[i : i + 1].contiguous(),
             "negative_image_embeds": batch.negative_image_embeds[i : i + 1].contiguous(),
             "text_embeds": batch.text.text_embeds[i : i + 1].cpu().contiguous(),
         },
-        str(path),
         metadata={"prompt": batch.prompts[i]},
-    )
+    ))
 
 
 def package_versions() -> dict[str, str]:

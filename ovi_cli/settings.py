@@ -2,6 +2,8 @@
 
 `OviSettings` holds OVI's optimiser settings, with their defaults, once; `GenSettings` (a whole
 `gen` run) extends it, so the OVI prior passes a run's settings to the engine as they are.
+
+Light on purpose (no torch): the commands read their defaults from here before any model loads.
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ovi_cli.encoders import DEFAULT_ENCODER_MODEL
 from ovi_cli.errors import OviError
 from ovi_cli.schedule import DEFAULT_SCHEDULE, Schedule, get_schedule
 
+DEFAULT_ENCODER_MODEL = "kandinsky-community/kandinsky-2-2-prior"
 DEFAULT_DECODER_MODEL = "kandinsky-community/kandinsky-2-2-decoder"
 NEGATIVE_KINDS = ("zero-image", "zeros")
 
@@ -56,10 +58,9 @@ class GenSettings(OviSettings):
     seed: int = 0
     constraints: list[str] = field(default_factory=list)  # "NAME[:WEIGHT]"
     stats: str | None = None
-    constraint_options: dict[str, Any] = field(default_factory=dict)
-    # other priors (e.g. eclipse, kandinsky): their own model and options
-    prior_model: str | None = None
-    prior_options: dict[str, Any] = field(default_factory=dict)
+    # plugin-owned options, by plugin name: {"nn": {"k": 3}, "eclipse": {"model": "DIR"}};
+    # each plugin declares and checks its own (`ovi_cli.api.PluginOption`)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # decoding
     negative: str = "zero-image"
     height: int = 512
@@ -72,3 +73,29 @@ class GenSettings(OviSettings):
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # a `Schedule` object becomes a dict of its fields
+
+    def check(self) -> None:
+        """Every number finite and in range (one-line `OviError`s), before anything loads."""
+        from ovi_cli import checks
+        from ovi_cli.api import ConstraintSpec
+
+        checks.check_int(self.tokens, "--tokens", minimum=1, maximum=checks.MAX_TOKENS)
+        checks.check_int(self.steps, "--steps", minimum=1, maximum=checks.MAX_STEPS)
+        checks.check_float(self.lr, "--lr", above=0)
+        checks.check_float(self.weight_decay, "--weight-decay", minimum=0)
+        checks.check_int(self.patience, "--patience", minimum=0, maximum=checks.MAX_STEPS)
+        checks.check_float(self.min_delta, "--min-delta", minimum=0)
+        checks.check_seed(self.seed)
+        checks.check_int(self.height, "--height", minimum=1, maximum=checks.MAX_SIDE)
+        checks.check_int(self.width, "--width", minimum=1, maximum=checks.MAX_SIDE)
+        checks.check_int(self.decoder_steps, "--decoder-steps", minimum=1, maximum=checks.MAX_STEPS)
+        checks.check_float(self.guidance_scale, "--guidance-scale", minimum=0)
+        for text in self.constraints:
+            spec = ConstraintSpec.parse(text)
+            if spec.weight is not None:
+                checks.check_float(spec.weight, f"--constraint {text}: the weight", minimum=0,
+                                   maximum=checks.MAX_WEIGHT)
+
+    def options_for(self, plugin: str) -> dict[str, Any]:
+        """What the user set for `plugin` (no defaults: those come from the plugin)."""
+        return dict(self.options.get(plugin, {}))

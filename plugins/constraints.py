@@ -9,24 +9,26 @@ the unweighted `term_c`.
   its well-conditioned precision (inverse of the shrunk covariance), evaluated as
   `||L^T (e - mu)||^2` with the store's precomputed Cholesky factor `P = L L^T`.
 - `nn` (default weight 0.5): `mean_{j=1..k} (1 - cos(e, n_j))`, `n_1..n_k` the raw stored
-  embeddings of the `k` nearest images to the current embedding (`--nn-k`, default 1), searched
-  (cosine) every `--nn-every` steps (default 1) and held constant in between and within a step
-  (no gradient flows through the search): exactly, by one matmul on the device, where the
-  store's embeddings fit its memory budget, in the store's faiss index otherwise (`choose_search`).
+  embeddings of the `k` nearest images to the current embedding (`--option nn.k`, default 1),
+  searched (cosine) every `--option nn.every` steps (default 1) and held constant in between and
+  within a step (no gradient flows through the search): exactly, by one matmul on the device,
+  where the store's embeddings fit its memory budget, in the store's faiss index otherwise
+  (`--option nn.search`, `choose_search`).
+
+Light on import (torch and numpy load when a constraint is built), so listing plugins is cheap.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from ovi_cli import hookimpl
-from ovi_cli.api import Constraint, ConstraintContext
+from ovi_cli.api import Constraint, ConstraintContext, PluginOption
 from ovi_cli.errors import OviError
-from ovi_cli.losses import cosine, mahalanobis_sq, nn_term
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 
 def require_store(context: ConstraintContext, name: str) -> Any:
@@ -48,11 +50,16 @@ def require_store(context: ConstraintContext, name: str) -> Any:
 
 
 def _as_tensor(value: Any, device: torch.device, dtype: torch.dtype) -> Tensor:
+    import numpy as np
+    import torch
+
     return torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value).to(device, dtype)
 
 
 def work_dtype(device: torch.device) -> torch.dtype:
     """float64 where the device has it (CPU, CUDA); float32 on MPS."""
+    import torch
+
     return torch.float32 if torch.device(device).type == "mps" else torch.float64
 
 
@@ -78,9 +85,15 @@ class MahalanobisConstraint(Constraint):
         self.chol = _as_tensor(store.precision_cholesky, context.device, dtype)
 
     def term(self, embeds: Tensor, step: int, rows: Tensor) -> Tensor:
+        from ovi_cli.losses import mahalanobis_sq
+
         return mahalanobis_sq(embeds, self.mean, self.chol).float()
 
     def report(self, embeds: Tensor) -> list[dict[str, Any]]:
+        import torch
+
+        from ovi_cli.losses import cosine, mahalanobis_sq
+
         with torch.no_grad():
             e = embeds.to(self.mean.device)
             d2 = mahalanobis_sq(e, self.mean, self.chol).clamp_min(0).sqrt().cpu().tolist()
@@ -96,13 +109,13 @@ def choose_search(mode: str, device_type: str, index_type: str, fits: bool) -> s
 
     `auto`: on an accelerator (CUDA, MPS) an exact matmul search on the device whenever the store's
     embeddings fit its budget (`ovi_stats.matmul_search.fits`), faiss otherwise; on a CPU the
-    matmul search replaces only a *flat* faiss index (same neighbours, faster at OVI's batch sizes:
-    benchmarks/RESULTS.md), and an approximate index (HNSW/IVF, stores above 100k images) stays,
-    since an exact scan of 1M vectors costs a CPU as much as a ViT-B/32 step. `matmul` / `faiss`
+    matmul search replaces only a *flat* faiss index (same neighbours, 3-4.5x faster at OVI's batch
+    sizes: docs/speed.md), and an approximate index (HNSW/IVF, stores above 100k images) stays,
+    since an exact scan of 1M vectors costs a CPU more than a ViT-B/32 step. `matmul` / `faiss`
     force one (`matmul` still needs the budget).
     """
     if mode not in SEARCH_MODES:
-        raise OviError(f"nn search must be one of {', '.join(SEARCH_MODES)} (got {mode!r})")
+        raise OviError(f"--option nn.search must be one of {', '.join(SEARCH_MODES)} (got {mode!r})")
     faiss_kind = f"faiss-{index_type}"
     if mode == "faiss" or not fits:
         return faiss_kind
@@ -114,35 +127,45 @@ def choose_search(mode: str, device_type: str, index_type: str, fits: bool) -> s
 class NearestNeighborConstraint(Constraint):
     """`mean_{j<=k} (1 - cos(e, n_j))`, `n_j` the stored embeddings nearest to `e` (cosine).
 
-    Options (from `ConstraintContext.options`, i.e. `--nn-k`, `--nn-every`): `nn_k` neighbours
-    (default 1), searched with the detached current embedding at steps 0, K, 2K, ... for
-    `nn_every = K` (default 1: every step) and reused in between, per prompt (by its row in the
+    Options (`--option nn.k=K`, `--option nn.every=E`; aliases `--nn-k`, `--nn-every`): `k`
+    neighbours (default 1), searched with the detached current embedding at steps 0, E, 2E, ...
+    for `every = E` (default 1: every step) and reused in between, per prompt (by its row in the
     original batch, since finished prompts leave the batch). The final embedding (evaluated
     without autograd) is always searched afresh, so its term and the sidecar's neighbours agree.
-    `nn_search` (`auto` | `matmul` | `faiss`, see `choose_search`): the search runs either as one
-    exact matmul against the store's normalised embeddings kept on the device (`device-matmul`:
-    no host round trip per step) or in the store's faiss index on the host (`faiss-flat`,
-    `faiss-hnsw`, `faiss-ivf`). The term is a cosine, so it does not depend on the stored vectors'
-    scale: the device path uses the normalised ones, the faiss path the raw ones.
-    Sidecar values: `k`, `every`, `search`, `searches` (index searches made for the prompt, the
-    final one included) and `neighbours`: `[{file, id, cosine}]` of the final embedding, nearest first.
+    `--option nn.search` (`auto` | `matmul` | `faiss`, see `choose_search`): either one exact
+    matmul against the store's normalised embeddings kept on the device (`device-matmul`: no host
+    round trip per step) or the store's faiss index on the host (`faiss-flat`, `faiss-hnsw`,
+    `faiss-ivf`). The term is a cosine, so it does not depend on the stored vectors' scale: the
+    device path uses the normalised ones, the faiss path the raw ones.
+    Sidecar values: `k`, `every`, `search`, `searches` (index searches made for the prompt, the final one
+    included) and `neighbours`: `[{file, id, cosine}]` of the final embedding, nearest first.
     """
 
     name = "nn"
     default_weight = 0.5
     needs_stats = True
     description = "mean_k (1 - cos(e, nearest stored image embeddings)): stay near real images"
+    options = (
+        PluginOption("k", int, 1, "neighbours per search (the term is the mean over them)", minimum=1),
+        PluginOption("every", int, 1, "search the index every E steps (neighbours are reused between)",
+                     minimum=1),
+        PluginOption("search", str, "auto", "auto: exact matmul on the device where the embeddings fit "
+                     "(on a CPU only instead of a flat index), else faiss; matmul; faiss",
+                     choices=SEARCH_MODES),
+    )
 
     def __init__(self, weight: float, context: ConstraintContext) -> None:
+        import torch
+
         super().__init__(weight, context)
         self.store = require_store(context, self.name)
         opts = context.options or {}
-        self.k = _positive_int(opts.get("nn_k", 1), "--nn-k")
-        self.every = _positive_int(opts.get("nn_every", 1), "--nn-every")
+        self.k = _positive_int(opts.get("k", 1), "--option nn.k")
+        self.every = _positive_int(opts.get("every", 1), "--option nn.every")
         count = int(self.store.count)
         if self.k > count:
-            raise OviError(f"--nn-k {self.k} is more than the {count} images in the stats store")
-        self.search_kind = self._choose(str(opts.get("nn_search", "auto")), torch.device(context.device))
+            raise OviError(f"--option nn.k={self.k} is more than the {count} images in the stats store")
+        self.search_kind = self._choose(str(opts.get("search", "auto")), torch.device(context.device))
         self._matmul = None
         if self.search_kind == "device-matmul":
             from ovi_stats.matmul_search import MatmulSearch
@@ -160,20 +183,30 @@ class NearestNeighborConstraint(Constraint):
         index_type = str((getattr(self.store, "index_params", None) or {}).get("type", "flat"))
         ok = mode != "faiss" and fits(int(self.store.count), int(self.store.dim), free_bytes(device))
         if mode == "matmul" and not ok:
-            raise OviError("nn search 'matmul': the store's embeddings do not fit the device's memory budget")
+            raise OviError("--option nn.search=matmul: the store's embeddings do not fit the device's memory "
+                           "budget (a quarter of its free memory)")
         return choose_search(mode, device.type, index_type, ok)
 
     # ---- the search ---------------------------------------------------------------------------
     def neighbours(self, embeds: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(cosines `[B, k]`, ids `[B, k]`, stored embeddings `[B, k, D]` on the device of `embeds`).
 
-        Device path: all three on the device, nothing copied to the host. Faiss path: cosines and
-        ids on the host, the raw stored embeddings copied to the device.
+        Device path: all three on the device, nothing copied to the host; a diverged (non-finite)
+        embedding is checked for only outside autograd (the final evaluation and the report), since
+        the check waits for the device. Faiss path: cosines and ids on the host, the raw stored
+        embeddings copied to the device.
         """
+        import numpy as np
+        import torch
+
         if self._matmul is not None:
+            if not torch.is_grad_enabled() and not bool(torch.isfinite(embeds).all()):
+                raise OviError(_DIVERGED)
             cos, ids = self._matmul.search(embeds, self.k)
             return cos, ids, self._matmul.vectors(ids).to(embeds.device)
         queries = np.ascontiguousarray(embeds.detach().float().cpu().numpy(), dtype=np.float32)
+        if not np.isfinite(queries).all():
+            raise OviError(_DIVERGED)
         cos, ids = self.store.search(queries, self.k)
         ids = np.asarray(ids, dtype=np.int64)
         if (ids < 0).any():
@@ -183,6 +216,8 @@ class NearestNeighborConstraint(Constraint):
         return torch.from_numpy(np.asarray(cos)), torch.from_numpy(ids), vectors
 
     def _ensure(self, rows: int, dim: int, device: torch.device) -> None:
+        import torch
+
         if self._vectors is None or self._vectors.device != device:
             self._vectors = torch.zeros(0, self.k, dim, device=device)
             self._have = torch.zeros(0, dtype=torch.bool)
@@ -193,14 +228,12 @@ class NearestNeighborConstraint(Constraint):
             self._have = torch.cat([self._have, torch.zeros(grow, dtype=torch.bool)])
             self._searches = torch.cat([self._searches, torch.zeros(grow, dtype=torch.long)])
 
-    def _on_device(self, rows: Tensor, device: torch.device) -> Tensor:
-        """`rows` on the device, copied only when the engine hands over a new rows tensor."""
-        if self._rows_host is not rows or self._rows_dev is None or self._rows_dev.device != device:
-            self._rows_host, self._rows_dev = rows, rows.to(device)
-        return self._rows_dev
-
     # ---- Constraint ---------------------------------------------------------------------------
     def term(self, embeds: Tensor, step: int, rows: Tensor) -> Tensor:
+        import torch
+
+        from ovi_cli.losses import nn_term
+
         if not (torch.is_tensor(rows) and rows.device.type == "cpu" and rows.dtype == torch.long):
             rows = torch.as_tensor(rows, dtype=torch.long).cpu()
         if step == 0:  # a new batch: forget the neighbours of the previous one
@@ -221,7 +254,17 @@ class NearestNeighborConstraint(Constraint):
         self._searches[rows[need]] += 1
         return nn_term(embeds, self._vectors[rows_dev])
 
+    def _on_device(self, rows: Tensor, device: torch.device) -> Tensor:
+        """`rows` on the device, copied only when the engine hands over a new rows tensor."""
+        if self._rows_host is not rows or self._rows_dev is None or self._rows_dev.device != device:
+            self._rows_host, self._rows_dev = rows, rows.to(device)
+        return self._rows_dev
+
     def report(self, embeds: Tensor) -> list[dict[str, Any]]:
+        import torch
+
+        from ovi_cli.losses import cosine
+
         with torch.no_grad():
             _, ids, vectors = self.neighbours(embeds)
             cos = cosine(embeds.float().unsqueeze(1).to(vectors.device), vectors).cpu().tolist()
@@ -236,7 +279,13 @@ class NearestNeighborConstraint(Constraint):
         return out
 
 
+_DIVERGED = ("constraint 'nn': the embedding being optimised became NaN or infinite (the optimisation "
+             "diverged); lower --lr / --weight-decay or the constraint weights")
+
+
 def _positive_int(value: Any, flag: str) -> int:
+    import numpy as np
+
     ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
     if not ok:
         raise OviError(f"{flag} must be a whole number >= 1 (got {value!r})")

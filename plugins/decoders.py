@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from ovi_cli import hookimpl
 from ovi_cli.api import Decoder
 from ovi_cli.errors import OviError
-from ovi_cli.hub import resolve_model_dir
+from ovi_cli.hub import ModelRef, resolve_model_dir
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 DECODER_SUBFOLDERS = ("unet", "movq", "scheduler")
 
@@ -25,7 +25,11 @@ class Kandinsky22Decoder(Decoder):
 
     pipe: Any = None
 
+    def required_models(self) -> list[ModelRef]:
+        return [ModelRef(self.settings.decoder_model, "decoder", "--decoder-model", DECODER_SUBFOLDERS)]
+
     def load(self) -> None:
+        import torch
         from diffusers import KandinskyV22Pipeline
 
         source = self.settings.decoder_model
@@ -60,6 +64,8 @@ class Kandinsky22Decoder(Decoder):
         seeds: list[int],
         on_step: Callable[[int, int], None] | None = None,
     ) -> list[Any]:
+        import torch
+
         s = self.settings
         dtype = self.pipe.unet.dtype
         gen_device = "cpu" if self.device.type == "mps" else self.device

@@ -1,12 +1,12 @@
-"""Built-in priors: `ovi` (optimisation-based visual inversion) and `textemb` (the text embedding)."""
+"""Built-in priors: `ovi` (optimisation-based visual inversion) and `textemb` (the text embedding).
+
+Light on import: the engine (torch) loads when a prior first runs.
+"""
 
 from __future__ import annotations
 
 from ovi_cli import hookimpl
 from ovi_cli.api import Prior, PriorJob, PriorOutput
-from ovi_cli.devices import resolve_dtype
-from ovi_cli.engine import optimize
-from ovi_cli.pseudo_tokens import ovi_forward
 
 
 class OviPrior(Prior):
@@ -17,7 +17,11 @@ class OviPrior(Prior):
     uses_constraints = True
 
     def embed(self, job: PriorJob) -> PriorOutput:
-        s = job.settings  # a GenSettings: it is an OviSettings
+        from ovi_cli.devices import resolve_dtype
+        from ovi_cli.engine import optimize
+        from ovi_cli.pseudo_tokens import ovi_forward
+
+        s = job.settings  # a GenSettings: it is an OviSettings, passed to the engine as it is
         enc = job.encoders
         # the one dtype policy; OVI's loop may use bf16 on a CPU where that was measured faster,
         # through a copy of the vision tower with bf16 Linear weights (the same numbers, cast once)
@@ -32,7 +36,7 @@ class OviPrior(Prior):
             device=enc.device,
             dtype=dtype,
             on_progress=job.on_progress,
-            on_warning=self._warn_once,
+            on_warning=lambda message: self._warn_once(job, message),
         )
         final_embeds = result.image_embeds
         reports = [c.report(final_embeds) for c in job.constraints]
@@ -54,14 +58,12 @@ class OviPrior(Prior):
             })
         return PriorOutput(final_embeds, records)
 
-    def _warn_once(self, message: str) -> None:
-        """One `ovi: warning:` line per distinct message (e.g. a --compile fallback), not per batch."""
-        from ovi_cli.console import warn
-
+    def _warn_once(self, job: PriorJob, message: str) -> None:
+        """One warning per distinct message (e.g. a --compile fallback), not one per batch."""
         warned = self.__dict__.setdefault("_warned", set())
         if message not in warned:
             warned.add(message)
-            warn(message)
+            job.warn(message)
 
 
 class TextEmbPrior(Prior):

@@ -5,12 +5,21 @@ processes (a torch DataLoader) decode and preprocess whole batches ahead of time
 process encodes the previous one with the vision tower, updates the float64 moments, and appends
 the float16 embeddings to a raw file. Memory stays flat: only a few batches are in flight.
 
+Large images are decoded at a reduced size (JPEG `draft`, `reduce` otherwise) whose shorter side
+stays at least 4x the encoder's input size, so a batch never holds full-size decodes.
+
 Checkpoints: everything lives in a hidden work folder beside the output (`.NAME.partial/`):
-`plan.json` (files, encoder, batch size), `embeddings.f16` (appended rows) and `state.safetensors`
-(moments + next batch + skipped files, one file replaced atomically). `--resume` reloads the plan
-and the last state, truncates the raw rows to the checkpoint, and goes on from the next batch; the
-batch partition is the same, so the result equals an uninterrupted build bit for bit. The store
-itself only appears at the end, by one rename.
+`plan.json` (files, encoder, batch size, limit, shard, index), `embeddings.f16` (appended rows)
+and `state.safetensors` (moments + next batch + skipped files, one file replaced atomically).
+`--resume` checks the plan (file names inside the image folder, types) and that this run asks the
+same settings (a difference is refused, naming it), reloads the last state, truncates the raw rows
+to the checkpoint, and goes on from the next batch; the batch partition is the same, so the result
+equals an uninterrupted build bit for bit. The store itself only appears at the end, by one rename.
+
+One build at a time per output: the whole build holds the store's lock (`ovi_stats.lock`); a
+second build, resume or merge into the same path is refused with "build in progress (pid N)".
+
+Steps: `open_work` (plan and checkpoint) -> `encode_all` (the batches) -> `finish` (the store).
 """
 
 from __future__ import annotations
@@ -21,21 +30,43 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import IO
 
 import numpy as np
 import torch
 
-from ovi_cli.errors import OviError
-from ovi_cli.outputs import atomic_write_json
+from ovi_cli.checks import MAX_BATCH, check_float, check_int
+from ovi_cli.errors import OviError, first_line
+from ovi_cli.outputs import (
+    TEMP_SUFFIX,
+    OutputError,
+    atomic_write_bytes,
+    atomic_write_json,
+    open_append,
+    private_dir,
+    remove_tree,
+    write_errors,
+)
 from ovi_stats.images import IMAGE_EXTENSIONS, BadImage, find_images, load_rgb
+from ovi_stats.index import INDEX_TYPES
+from ovi_stats.lock import store_lock
 from ovi_stats.moments import Moments, batch_moments
-from ovi_stats.store import EMBEDDINGS, StatsStore, finalize_store, temp_dir_for
+from ovi_stats.store import (
+    EMBEDDINGS,
+    StatsStore,
+    check_store_target,
+    finalize_store,
+    new_embeddings_file,
+)
 
 PLAN = "plan.json"
 STATE = "state.safetensors"
 RAW = "embeddings.f16"
+WORK_FILES = (PLAN, STATE, RAW)
 WORK_FORMAT = 1
+DEFAULT_BATCH_SIZE = 64
+F16_MAX = 65504.0  # embeddings are stored as float16
 
 
 # ---- pure helpers ----------------------------------------------------------------------------
@@ -79,9 +110,10 @@ def work_dir_for(final: Path) -> Path:
 class _BatchDecoder(torch.utils.data.Dataset):
     """Item b = batch b: (positions, pixel tensor of the good images or None, [(position, reason)])."""
 
-    def __init__(self, root: Path, files: Sequence[str], processor, batch_size: int, first_batch: int) -> None:
+    def __init__(self, root: Path, files: Sequence[str], processor, batch_size: int, first_batch: int,
+                 min_side: int | None = None) -> None:
         self.root, self.files, self.processor = root, files, processor
-        self.batch_size, self.first_batch = batch_size, first_batch
+        self.batch_size, self.first_batch, self.min_side = batch_size, first_batch, min_side
         self.n_batches = -(-len(files) // batch_size)
 
     def __len__(self) -> int:
@@ -93,7 +125,7 @@ class _BatchDecoder(torch.utils.data.Dataset):
         good, images, bad = [], [], []
         for pos in positions:
             try:
-                images.append(load_rgb(self.root / self.files[pos]))
+                images.append(load_rgb(self.root / self.files[pos], self.min_side))
                 good.append(pos)
             except BadImage as exc:
                 bad.append((pos, str(exc)))
@@ -119,6 +151,10 @@ def _identity(x):
 
 
 # ---- checkpoints -----------------------------------------------------------------------------
+def _damaged(work: Path, what: str) -> OviError:
+    return OviError(f"the interrupted build at {str(work)!r} is damaged ({what}); rerun with --force to start over")
+
+
 @dataclass
 class BuildState:
     next_batch: int
@@ -126,28 +162,47 @@ class BuildState:
     skipped: list[dict] = field(default_factory=list)  # {"pos", "path", "reason"}
 
     def save(self, work: Path) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         m = self.moments.to_numpy()
-        tmp = work / f".{STATE}.tmp"
-        save_file(
-            {"n": torch.tensor(m.n, dtype=torch.int64), "mean": torch.from_numpy(m.mean.copy()),
-             "m2": torch.from_numpy(np.ascontiguousarray(m.m2)), "m3": torch.from_numpy(m.m3.copy()),
-             "q4": torch.tensor(m.q4, dtype=torch.float64)},
-            str(tmp),
-            metadata={"state": json.dumps({"next_batch": self.next_batch, "skipped": self.skipped})},
-        )
-        os.replace(tmp, work / STATE)
+        tensors = {"n": torch.tensor(m.n, dtype=torch.int64), "mean": torch.from_numpy(m.mean.copy()),
+                   "m2": torch.from_numpy(np.ascontiguousarray(m.m2)), "m3": torch.from_numpy(m.m3.copy()),
+                   "q4": torch.tensor(m.q4, dtype=torch.float64)}
+        meta = {"state": json.dumps({"next_batch": self.next_batch, "skipped": self.skipped})}
+        atomic_write_bytes(work / STATE, save(tensors, metadata=meta))
 
     @classmethod
-    def load(cls, work: Path) -> BuildState:
+    def load(cls, work: Path, plan: dict) -> BuildState:
+        """The last checkpoint, checked against the plan (a damaged one is a one-line error)."""
         from safetensors import safe_open
 
-        with safe_open(str(work / STATE), framework="pt") as f:
-            meta = json.loads(f.metadata()["state"])
-            t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-        m = Moments(int(t["n"]), t["mean"].numpy(), t["m2"].numpy(), t["m3"].numpy(), float(t["q4"]))
-        return cls(int(meta["next_batch"]), m, list(meta["skipped"]))
+        try:
+            with safe_open(str(work / STATE), framework="pt") as f:
+                meta = json.loads(f.metadata()["state"])
+                t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+            m = Moments(int(t["n"]), t["mean"].numpy(), t["m2"].numpy(), t["m3"].numpy(), float(t["q4"]))
+            state = cls(int(meta["next_batch"]), m, list(meta["skipped"]))
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, KeyError, JSON ...: a damaged file
+            raise _damaged(work, f"{STATE}: {first_line(exc)}") from None
+        problem = state.problem(plan)
+        if problem:
+            raise _damaged(work, f"{STATE}: {problem}")
+        return state
+
+    def problem(self, plan: dict) -> str | None:
+        files, dim, bs = plan["files"], plan["dim"], plan["batch_size"]
+        done = min(self.next_batch * bs, len(files))
+        m = self.moments
+        if not 0 <= self.next_batch <= -(-len(files) // bs):
+            return f"next batch {self.next_batch} is out of range"
+        if tuple(m.mean.shape) != (dim,) or tuple(m.m2.shape) != (dim, dim):
+            return f"moments of dimension {m.dim}, the plan says {dim}"
+        if not all(isinstance(s, dict) and isinstance(s.get("pos"), int) and 0 <= s["pos"] < done
+                   for s in self.skipped):
+            return "a skipped entry does not name a finished file"
+        if m.n + len(self.skipped) != done:
+            return f"{m.n} embeddings + {len(self.skipped)} skipped files != {done} files done"
+        return None
 
 
 @dataclass
@@ -168,7 +223,6 @@ class BuildResult:
     resumed_from: int  # file positions already done when this run started
 
 
-
 def _reason_summary(skipped: Sequence[dict]) -> str:
     kinds: dict[str, int] = {}
     for s in skipped:
@@ -177,16 +231,323 @@ def _reason_summary(skipped: Sequence[dict]) -> str:
     return ", ".join(f"{n} {k}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
 
 
-# ---- the builder -----------------------------------------------------------------------------
+# ---- the plan: what a build does, fixed when it starts -----------------------------------------
+def _safe_relative(name: object) -> bool:
+    """A plan's file name: relative, inside the source folder (no `..`), no NUL."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        return False
+    p = PurePosixPath(name)
+    return not p.is_absolute() and ".." not in p.parts
+
+
+def plan_problem(plan: object) -> str | None:
+    """What is wrong with a loaded `plan.json` (None when nothing is)."""
+    if not isinstance(plan, dict):
+        return "not a JSON object"
+    if plan.get("work_format") != WORK_FORMAT:
+        return f"work_format {plan.get('work_format')!r}, this ovi resumes format {WORK_FORMAT}"
+    files = plan.get("files")
+    if not isinstance(files, list) or not files or not all(_safe_relative(f) for f in files):
+        return "files must be a non-empty list of paths inside the image folder"
+    for key in ("batch_size", "dim"):
+        if not isinstance(plan.get(key), int) or isinstance(plan.get(key), bool) or plan[key] < 1:
+            return f"{key} must be a positive integer"
+    if not isinstance(plan.get("source_dir"), str) or not isinstance(plan.get("encoder"), dict):
+        return "source_dir and encoder are missing"
+    if plan.get("index") not in INDEX_TYPES:
+        return f"index {plan.get('index')!r} is not one of {', '.join(INDEX_TYPES)}"
+    limit, shard = plan.get("limit"), plan.get("shard")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        return "limit must be null or a positive integer"
+    if shard is not None and not (isinstance(shard, list) and len(shard) == 2 and all(isinstance(x, int) for x in shard)
+                                  and 1 <= shard[0] <= shard[1]):
+        return "shard must be null or [I, N]"
+    return None
+
+
+def load_plan(work: Path) -> dict:
+    try:
+        plan = json.loads((work / PLAN).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _damaged(work, f"{PLAN}: {first_line(exc)}") from None
+    problem = plan_problem(plan)
+    if problem:
+        raise _damaged(work, f"{PLAN}: {problem}")
+    return plan
+
+
+def _shown(key: str, value: object) -> str:
+    if value is None:
+        return "none" if key != "batch_size" else "default"
+    if key == "shard":
+        return f"{value[0]}/{value[1]}"
+    return str(value)
+
+
+def changed_settings(plan: dict, asked: dict) -> list[str]:
+    """`--flag OLD (now NEW)` for each setting this run asks differently from the plan.
+
+    `batch_size` and `index` asked as None mean "as planned"; `limit` and `shard` are compared as
+    given (None = all files, no shard), since they decide which files the store holds.
+    """
+    out = []
+    for key, flag in (("limit", "--limit"), ("shard", "--shard"), ("batch_size", "--batch-size"), ("index", "--index")):
+        new, old = asked.get(key), plan.get(key)
+        if key in ("batch_size", "index") and new is None:
+            continue
+        if new != old:
+            out.append(f"{flag} {_shown(key, old)} (now {_shown(key, new)})")
+    return out
+
+
+def check_resumable(work: Path, plan: dict, asked: dict) -> None:
+    """Refuse to resume with another encoder, image folder or build settings (naming them)."""
+    enc, want = plan["encoder"], asked["encoder"]
+    if enc.get("fingerprint") != want["fingerprint"]:
+        raise OviError(
+            f"the interrupted build at {str(work)!r} used encoder {enc.get('source')!r} "
+            f"(fingerprint {enc.get('fingerprint')}), not {want['source']!r} "
+            f"(fingerprint {want['fingerprint']}); use the same --encoder-model or --force")
+    if plan["source_dir"] != asked["source_dir"]:
+        raise OviError(f"the interrupted build at {str(work)!r} reads {plan['source_dir']!r}, "
+                       f"not {asked['source_dir']!r}")
+    changed = changed_settings(plan, asked)
+    if changed:
+        raise OviError(f"--resume: the interrupted build at {str(work)!r} was started with other settings: "
+                       f"{', '.join(changed)}; rerun with its settings, or --force to start over")
+
+
+def check_work_dir(work: Path) -> None:
+    """A work folder holds only ovi's files: anything else there is never deleted."""
+    if work.is_symlink() or not work.is_dir():
+        raise OviError(f"{str(work)!r} is in the way of the build's work folder: move it away")
+    extra = sorted(e.name for e in os.scandir(work) if e.name not in WORK_FILES and not e.name.endswith(TEMP_SUFFIX))
+    if extra:
+        raise OviError(f"{str(work)!r} holds files a build does not write (e.g. {extra[0]!r}); refusing to touch "
+                       "it: move it away")
+
+
+def new_plan(work: Path, root: Path, asked: dict) -> dict:
+    """List the images, fix the plan, and create the work folder holding it (removed if that fails)."""
+    files_all = find_images(root)
+    if not files_all:
+        raise OviError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) under {str(root)!r}")
+    shard = tuple(asked["shard"]) if asked["shard"] else None
+    files = select_files(files_all, asked["limit"], shard)
+    if not files:
+        raise OviError(f"shard {shard[0]}/{shard[1]} of {len(files_all)} images is empty" if shard
+                       else "no images selected")
+    plan = {**asked, "work_format": WORK_FORMAT, "files": files,
+            "batch_size": asked["batch_size"] or DEFAULT_BATCH_SIZE, "index": asked["index"] or "auto"}
+    with write_errors(work, "create the work folder"):
+        work.mkdir(parents=True)
+    try:
+        atomic_write_json(work / PLAN, plan)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return plan
+
+
+def open_work(work: Path, root: Path, asked: dict, *, resume: bool, force: bool) -> tuple[dict, BuildState]:
+    """The plan and last checkpoint to continue from (`--resume`), or a new plan.
+
+    A work folder without a plan (a start that failed) holds nothing to resume and is replaced;
+    one with a plan needs `--resume` (continue) or `--force` (discard).
+    """
+    if os.path.lexists(work):
+        check_work_dir(work)
+        has_plan = (work / PLAN).is_file()
+        if resume and has_plan:
+            plan = load_plan(work)
+            check_resumable(work, plan, asked)
+            if (work / STATE).is_file():
+                return plan, BuildState.load(work, plan)
+            return plan, BuildState(0, Moments.empty(plan["dim"]))
+        if has_plan and not force:
+            raise OviError(f"an interrupted build exists at {str(work)!r}: rerun with --resume to continue it, "
+                           "or --force to start over")
+        remove_tree(work)
+    plan = new_plan(work, root, asked)
+    return plan, BuildState(0, Moments.empty(plan["dim"]))
+
+
+# ---- encoding ----------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """One run of a build: what it reads, where it writes, and how far it is."""
+
+    root: Path
+    work: Path
+    plan: dict
+    state: BuildState
+    resumed_from: int = 0
+    encoded: int = 0  # embeddings added in this run
+
+    @property
+    def files(self) -> list[str]:
+        return self.plan["files"]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.plan["batch_size"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.plan["dim"])
+
+
+def _open_raw(run: _Run) -> IO[bytes]:
+    """The raw rows file, cut back to the last checkpoint (rows written after it are dropped)."""
+    path = run.work / RAW
+    keep = run.state.moments.n * run.dim * 2
+    raw = open_append(path)
+    size = os.fstat(raw.fileno()).st_size
+    if size < keep:
+        raw.close()
+        raise _damaged(run.work, f"{RAW} holds {size // (run.dim * 2)} rows, the checkpoint {run.state.moments.n}")
+    raw.truncate(keep)
+    return raw
+
+
+def _loader(run: _Run, encoders, workers: int | None):
+    decoder = _BatchDecoder(run.root, run.files, encoders.image_processor, run.batch_size, run.state.next_batch,
+                            min_side=getattr(encoders, "image_size", None))
+    n_workers = default_workers() if workers is None else int(workers)
+    return torch.utils.data.DataLoader(
+        decoder, batch_size=None, shuffle=False, num_workers=n_workers, collate_fn=_identity,
+        prefetch_factor=4 if n_workers else None,
+        pin_memory=getattr(encoders.device, "type", "cpu") == "cuda",
+    )
+
+
+def _fold(run: _Run, encoders, item, raw: IO[bytes], fold_device: torch.device) -> None:
+    """Encode one decoded batch, fold it into the moments, append its rows, record its skips."""
+    b, good, pixels, bad = item
+    if pixels is not None:
+        rows = encoders.encode_pixels(pixels).float()
+        finite = torch.isfinite(rows).all(dim=1)
+        if not bool(finite.all()):
+            flags = finite.cpu().tolist()
+            bad = sorted(bad + [(p, "encoder gave non-finite values") for p, ok in zip(good, flags) if not ok])
+            rows = rows[finite]
+        if len(rows):
+            run.state.moments = run.state.moments.merge(batch_moments(rows.to(fold_device)))
+            raw.write(rows.half().cpu().numpy().tobytes())
+            run.encoded += len(rows)
+    run.state.skipped.extend({"pos": p, "path": run.files[p], "reason": r} for p, r in bad)
+    run.state.next_batch = b + 1
+
+
+def _checkpoint(run: _Run, raw: IO[bytes]) -> None:
+    raw.flush()
+    os.fsync(raw.fileno())
+    run.state.save(run.work)
+
+
+def encode_all(run: _Run, encoders, *, workers: int | None, checkpoint_seconds: float,
+               on_progress: Callable[[BuildProgress], None] | None,
+               on_batch: Callable[[int], None] | None) -> None:
+    """Decode and encode every remaining batch, checkpointing every `checkpoint_seconds`."""
+    # fold on the encoder's device (float64; MPS has none, so CPU there): on a GPU this keeps the
+    # O(B D^2) update off the host, between two encoder calls
+    dev = torch.device(getattr(encoders, "device", "cpu"))
+    fold_device = dev if dev.type in ("cpu", "cuda") else torch.device("cpu")
+    run.state.moments = run.state.moments.to_torch(fold_device)
+    start, last_ckpt, total = time.perf_counter(), time.monotonic(), len(run.files)
+    try:
+        with _open_raw(run) as raw:
+            for item in _loader(run, encoders, workers):
+                _fold(run, encoders, item, raw, fold_device)
+                if time.monotonic() - last_ckpt >= checkpoint_seconds:
+                    _checkpoint(run, raw)
+                    last_ckpt = time.monotonic()
+                if on_progress is not None:
+                    done = min(run.state.next_batch * run.batch_size, total)
+                    rate = (done - run.resumed_from) / max(time.perf_counter() - start, 1e-9)
+                    on_progress(BuildProgress(done, total, run.state.moments.n, len(run.state.skipped), rate))
+                if on_batch is not None:
+                    on_batch(item[0])
+            _checkpoint(run, raw)
+    except OSError as exc:  # disk full, folder removed, ...: one line; the last checkpoint stays
+        raise OviError(f"cannot write the build in {str(run.work)!r}: {exc.strerror or exc}; fix that and rerun "
+                       "with --resume") from exc
+    except OutputError as exc:
+        raise OviError(f"{exc}; fix that and rerun with --resume") from exc
+    except RuntimeError as exc:
+        if "DataLoader worker" not in str(exc):
+            raise
+        raise OviError(f"a decoding worker died ({str(exc).splitlines()[0]}); rerun with --resume, and with "
+                       "--workers 0 to see which file") from exc
+    run.state.moments = run.state.moments.to_numpy()
+
+
+# ---- the store ---------------------------------------------------------------------------------
+def _write_embeddings(run: _Run, tmp: Path) -> None:
+    n = run.state.moments.n
+    emb = new_embeddings_file(tmp, n, run.dim)
+    with write_errors(tmp / EMBEDDINGS):
+        src = np.memmap(run.work / RAW, dtype=np.float16, mode="r", shape=(n, run.dim))
+        for i in range(0, n, 65536):
+            emb[i : i + 65536] = src[i : i + 65536]
+        emb.flush()
+    del emb, src
+
+
+def finish(run: _Run, final: Path) -> StatsStore:
+    """Write the store from the finished run and remove the work folder.
+
+    A deterministic failure (fewer than 2 valid images, zero variance) removes the work folder
+    too: rerunning cannot change it. A write failure keeps it, so `--resume` redoes only this step.
+    """
+    skipped = [{"path": s["path"], "reason": s["reason"]} for s in run.state.skipped]
+    if run.state.moments.n < 2:
+        shutil.rmtree(run.work, ignore_errors=True)
+        what = "no valid image" if run.state.moments.n == 0 else "only 1 valid image (a store needs at least 2)"
+        detail = f" ({len(skipped)} skipped: {_reason_summary(skipped)})" if skipped else ""
+        raise OviError(f"{what} in {str(run.root)!r}{detail}; nothing written")
+    bad_pos = {int(s["pos"]) for s in run.state.skipped}
+    good_files = [f for pos, f in enumerate(run.files) if pos not in bad_pos]
+    plan = run.plan
+    extra = {"build": {"batch_size": run.batch_size, "limit": plan.get("limit"), "shard": plan.get("shard"),
+                       "files_seen": len(run.files)}}
+    tmp = private_dir(final)
+    try:
+        _write_embeddings(run, tmp)
+        store = finalize_store(final, tmp, run.state.moments, good_files, encoder=plan["encoder"],
+                               source_dir=str(run.root), skipped=skipped, index=plan["index"], extra_meta=extra)
+    except OutputError:
+        raise
+    except OviError:
+        shutil.rmtree(run.work, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(run.work, ignore_errors=True)
+    return store
+
+
+# ---- the builder -------------------------------------------------------------------------------
+def check_build_numbers(batch_size: int | None, limit: int | None, workers: int | None,
+                        checkpoint_seconds: float) -> None:
+    if batch_size is not None:
+        check_int(batch_size, "--batch-size", minimum=1, maximum=MAX_BATCH)
+    if limit is not None:
+        check_int(limit, "--limit", minimum=1)
+    if workers is not None:
+        check_int(workers, "--workers", minimum=0, maximum=256)
+    check_float(checkpoint_seconds, "--checkpoint-every", minimum=0)
+
+
 def build_stats(
     source_dir: str | os.PathLike,
     out: str | os.PathLike,
     encoders,
     *,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     limit: int | None = None,
     workers: int | None = None,
-    index: str = "auto",
+    index: str | None = None,
     shard: tuple[int, int] | None = None,
     resume: bool = False,
     force: bool = False,
@@ -196,156 +557,32 @@ def build_stats(
 ) -> BuildResult:
     """Encode every image under `source_dir` and write a store at `out` (see the module docstring).
 
+    `batch_size` / `index` None: the interrupted build's on `resume`, else 64 / auto.
     `on_batch(b)` is called after batch b is folded in (and checkpointed when due); tests use it
     to interrupt a build.
     """
     start_time = time.perf_counter()
     root = Path(source_dir).expanduser().absolute()
     final = Path(out).expanduser().absolute()
-    work = work_dir_for(final)
-    if batch_size < 1:
-        raise OviError("--batch-size must be >= 1")
-    if limit is not None and limit < 1:
-        raise OviError("--limit must be >= 1")
+    check_build_numbers(batch_size, limit, workers, checkpoint_seconds)
+    if index is not None and index not in INDEX_TYPES:
+        raise OviError(f"--index must be one of {', '.join(INDEX_TYPES)}, got {index!r}")
     if not root.is_dir():
         raise OviError(f"{str(source_dir)!r} is not a folder")
-    if final.exists() and not force:
-        raise OviError(f"{str(final)!r} already exists: pass --force to replace it")
-    encoder_info = {"source": encoders.source, "fingerprint": encoders.fingerprint()}
-    dim = int(encoders.embed_dim)
-
-    plan: dict | None = None
-    state: BuildState | None = None
-    if work.exists():
-        if resume and (work / PLAN).is_file():
-            plan = json.loads((work / PLAN).read_text(encoding="utf-8"))
-            if plan.get("encoder", {}).get("fingerprint") != encoder_info["fingerprint"]:
-                raise OviError(
-                    f"the interrupted build at {str(work)!r} used encoder {plan['encoder'].get('source')!r} "
-                    f"(fingerprint {plan['encoder'].get('fingerprint')}), not {encoders.source!r} "
-                    f"(fingerprint {encoder_info['fingerprint']}); use the same --encoder-model or --force"
-                )
-            if plan.get("source_dir") != str(root):
-                raise OviError(f"the interrupted build at {str(work)!r} reads {plan.get('source_dir')!r}, "
-                               f"not {str(root)!r}")
-            if (work / STATE).is_file():
-                state = BuildState.load(work)
-        elif resume:
-            shutil.rmtree(work)
-        elif force:
-            shutil.rmtree(work)
-        else:
-            raise OviError(f"an interrupted build exists at {str(work)!r}: rerun with --resume to continue it, "
-                           "or --force to start over")
-
-    if plan is None:
-        files_all = find_images(root)
-        if not files_all:
-            raise OviError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) under {str(root)!r}")
-        files = select_files(files_all, limit, shard)
-        if not files:
-            raise OviError(f"shard {shard[0]}/{shard[1]} of {len(files_all)} images is empty" if shard
-                           else "no images selected")
-        plan = {"work_format": WORK_FORMAT, "source_dir": str(root), "files": files, "batch_size": batch_size,
-                "encoder": encoder_info, "dim": dim, "index": index, "limit": limit,
-                "shard": list(shard) if shard else None}
-        work.mkdir(parents=True)
-        atomic_write_json(work / PLAN, plan)
-    files = list(plan["files"])
-    batch_size = int(plan["batch_size"])
-    if state is None:
-        state = BuildState(0, Moments.empty(dim))
-    resumed_from = min(state.next_batch * batch_size, len(files))
-
-    # rows written after the last checkpoint are dropped
-    raw_path = work / RAW
-    keep_bytes = state.moments.n * dim * 2
-    with open(raw_path, "ab") as f:
-        f.truncate(keep_bytes)
-
-    decoder = _BatchDecoder(root, files, encoders.image_processor, batch_size, state.next_batch)
-    n_workers = default_workers() if workers is None else max(0, int(workers))
-    loader = torch.utils.data.DataLoader(
-        decoder, batch_size=None, shuffle=False, num_workers=n_workers, collate_fn=_identity,
-        prefetch_factor=4 if n_workers else None,
-        pin_memory=getattr(encoders.device, "type", "cpu") == "cuda",
-    )
-    # fold batches into the moments on the encoder's device (float64; MPS has none, so CPU there):
-    # on a GPU this keeps the O(B D^2) update off the host, between two encoder calls
-    dev = torch.device(getattr(encoders, "device", "cpu"))
-    fold_device = dev if dev.type in ("cpu", "cuda") else torch.device("cpu")
-    state.moments = state.moments.to_torch(fold_device)
-    run_start = time.perf_counter()
-    last_ckpt = time.monotonic()
-    encoded_run = 0
-    try:
-        with open(raw_path, "ab") as raw:
-            for b, good, pixels, bad in loader:
-                if pixels is not None:
-                    rows = encoders.encode_pixels(pixels).float()
-                    finite = torch.isfinite(rows).all(dim=1)
-                    if not bool(finite.all()):
-                        flags = finite.cpu().tolist()
-                        bad = sorted(bad + [(p, "encoder gave non-finite values")
-                                            for p, ok in zip(good, flags) if not ok])
-                        rows = rows[finite]
-                    if len(rows):
-                        state.moments = state.moments.merge(batch_moments(rows.to(fold_device)))
-                        raw.write(rows.half().cpu().numpy().tobytes())
-                        encoded_run += len(rows)
-                state.skipped.extend({"pos": p, "path": files[p], "reason": r} for p, r in bad)
-                state.next_batch = b + 1
-                if time.monotonic() - last_ckpt >= checkpoint_seconds:
-                    raw.flush()
-                    os.fsync(raw.fileno())
-                    state.save(work)
-                    last_ckpt = time.monotonic()
-                if on_progress is not None:
-                    done = min(state.next_batch * batch_size, len(files))
-                    elapsed = max(time.perf_counter() - run_start, 1e-9)
-                    on_progress(BuildProgress(done, len(files), state.moments.n, len(state.skipped),
-                                              (done - resumed_from) / elapsed))
-                if on_batch is not None:
-                    on_batch(b)
-            raw.flush()
-            os.fsync(raw.fileno())
-        state.save(work)
-    except OSError as exc:  # disk full, folder removed, ...: say so in one line; the checkpoint stays
-        raise OviError(f"cannot write the build in {str(work)!r}: {exc.strerror or exc}; fix that and rerun "
-                       "with --resume") from exc
-    except RuntimeError as exc:
-        if "DataLoader worker" not in str(exc):
-            raise
-        raise OviError(f"a decoding worker died ({str(exc).splitlines()[0]}); rerun with --resume, and with "
-                       "--workers 0 to see which file") from exc
-    state.moments = state.moments.to_numpy()
-
-    skipped = [{"path": s["path"], "reason": s["reason"]} for s in state.skipped]
-    if state.moments.n < 2:
-        shutil.rmtree(work, ignore_errors=True)
-        what = "no valid image" if state.moments.n == 0 else "only 1 valid image (a store needs at least 2)"
-        detail = f" ({len(skipped)} skipped: {_reason_summary(skipped)})" if skipped else ""
-        raise OviError(f"{what} in {str(root)!r}{detail}; nothing written")
-
-    bad_pos = {int(s["pos"]) for s in state.skipped}
-    good_files = [f for pos, f in enumerate(files) if pos not in bad_pos]
-    tmp = temp_dir_for(final)
-    try:
-        n = state.moments.n
-        emb = np.lib.format.open_memmap(tmp / EMBEDDINGS, mode="w+", dtype=np.float16, shape=(n, dim))
-        src = np.memmap(raw_path, dtype=np.float16, mode="r", shape=(n, dim))
-        for i in range(0, n, 65536):
-            emb[i : i + 65536] = src[i : i + 65536]
-        emb.flush()
-        del emb, src
-        extra = {"build": {"batch_size": batch_size, "limit": plan.get("limit"), "shard": plan.get("shard"),
-                           "files_seen": len(files)}}
-        store = finalize_store(final, tmp, state.moments, good_files, encoder=encoder_info, source_dir=str(root),
-                               skipped=skipped, index=index, extra_meta=extra)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(work, ignore_errors=True)
-    return BuildResult(store, skipped, time.perf_counter() - start_time, len(files) - resumed_from, resumed_from)
+    asked = {"source_dir": str(root), "encoder": {"source": encoders.source, "fingerprint": encoders.fingerprint()},
+             "dim": int(encoders.embed_dim), "limit": limit, "shard": list(shard) if shard else None,
+             "batch_size": batch_size, "index": index}
+    with store_lock(final):
+        check_store_target(final, force=force, inputs=[root], what="the image folder")
+        work = work_dir_for(final)
+        plan, state = open_work(work, root, asked, resume=resume, force=force)
+        run = _Run(root, work, plan, state)
+        run.resumed_from = min(state.next_batch * run.batch_size, len(run.files))
+        encode_all(run, encoders, workers=workers, checkpoint_seconds=checkpoint_seconds, on_progress=on_progress,
+                   on_batch=on_batch)
+        store = finish(run, final)
+    return BuildResult(store, [{"path": s["path"], "reason": s["reason"]} for s in run.state.skipped],
+                       time.perf_counter() - start_time, len(run.files) - run.resumed_from, run.resumed_from)
 
 
 # ---- from embedding dumps --------------------------------------------------------------------
@@ -392,8 +629,11 @@ def read_file_list(path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise OviError(f"cannot read file list {str(path)!r}: {exc.__class__.__name__}") from exc
     if path.suffix.lower() == ".json":
-        names = json.loads(text)
-        if not isinstance(names, list):
+        try:
+            names = json.loads(text)
+        except ValueError as exc:
+            raise OviError(f"file list {str(path)!r} is not valid JSON ({first_line(exc, with_type=False)})") from None
+        if not isinstance(names, list) or not all(isinstance(x, (str, int, float)) for x in names):
             raise OviError(f"{str(path)!r} must hold a JSON list of names")
         return [str(x) for x in names]
     return [ln for ln in text.splitlines() if ln.strip()]
@@ -412,8 +652,8 @@ def build_from_embeddings(
 ) -> StatsStore:
     """A store from embedding dumps (rows in the order given), streaming, without encoding."""
     final = Path(out).expanduser().absolute()
-    if final.exists() and not force:
-        raise OviError(f"{str(final)!r} already exists: pass --force to replace it")
+    inputs = [Path(p).expanduser() for p in paths] + ([Path(file_list).expanduser()] if file_list else [])
+    check_store_target(final, force=force, inputs=inputs, what="the input file")
     sources = _embedding_sources([Path(p).expanduser() for p in paths])
     dims = {d for _, _, d, _ in sources}
     if len(dims) != 1:
@@ -428,24 +668,38 @@ def build_from_embeddings(
             raise OviError(f"file list has {len(files)} names for {total} embeddings")
     else:
         files = [f"{p.name}#{i}" for p, n, _, _ in sources for i in range(n)]
-    moments = Moments.empty(width)
-    tmp = temp_dir_for(final)
-    try:
-        emb = np.lib.format.open_memmap(tmp / EMBEDDINGS, mode="w+", dtype=np.float16, shape=(total, width))
-        row = 0
-        for p, n, _, read in sources:
-            for lo in range(0, n, chunk):
-                block = read(lo, min(n, lo + chunk))
-                if not np.isfinite(block).all():
-                    raise OviError(f"{str(p)!r} holds NaN or infinite values (rows {lo}..{lo + len(block) - 1})")
-                moments = moments.merge(batch_moments(block))
-                emb[row : row + len(block)] = block.astype(np.float16)
-                row += len(block)
-        emb.flush()
-        del emb
-        extra = {"from_embeddings": [str(Path(p).expanduser().absolute()) for p in paths]}
-        return finalize_store(final, tmp, moments, files, encoder=encoder, source_dir=None, index=index,
-                              extra_meta=extra)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    extra = {"from_embeddings": [str(Path(p).expanduser().absolute()) for p in paths]}
+    with store_lock(final):
+        check_store_target(final, force=force, inputs=inputs, what="the input file")
+        tmp = private_dir(final)
+        try:
+            moments = _copy_rows(sources, tmp, total, width, chunk)
+            return finalize_store(final, tmp, moments, files, encoder=encoder, source_dir=None, index=index,
+                                  extra_meta=extra)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
+
+def _copy_rows(sources, tmp: Path, total: int, width: int, chunk: int) -> Moments:
+    """Copy every source's rows (checked finite) into `tmp/embeddings.npy`; their moments."""
+    moments = Moments.empty(width)
+    emb = new_embeddings_file(tmp, total, width)
+    row = 0
+    for p, n, _, read in sources:
+        for lo in range(0, n, chunk):
+            try:
+                block = read(lo, min(n, lo + chunk))
+            except Exception as exc:  # noqa: BLE001 - a file damaged past its header
+                raise OviError(f"cannot read {str(p)!r} (rows {lo}..): {first_line(exc)}") from None
+            if not np.isfinite(block).all():
+                raise OviError(f"{str(p)!r} holds NaN or infinite values (rows {lo}..{lo + len(block) - 1})")
+            if len(block) and float(np.abs(block).max()) > F16_MAX:
+                raise OviError(f"{str(p)!r} holds values beyond float16's range (+-{F16_MAX:g}, rows {lo}.."
+                               f"{lo + len(block) - 1}): stores keep embeddings as float16")
+            moments = moments.merge(batch_moments(block))
+            emb[row : row + len(block)] = block.astype(np.float16)
+            row += len(block)
+    with write_errors(tmp / EMBEDDINGS):
+        emb.flush()
+    del emb
+    return moments

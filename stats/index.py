@@ -94,8 +94,10 @@ def apply_search_params(index, params: dict) -> None:
         faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
 
 
-def write_index(index, path: str) -> None:
-    _faiss().write_index(index, path)
+def write_index(index, handle) -> None:
+    """Serialise `index` into an open binary handle (streamed: no second copy in memory)."""
+    faiss = _faiss()
+    faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))
 
 
 def read_index(path: str, params: dict):

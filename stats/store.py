@@ -12,9 +12,13 @@ Layout (format version 1; see README, "Image statistics")::
       embeddings.npy        [count, D] float16, raw `image_embeds`, row i is files[i]
       files.json            the source files (relative to source_dir when it is set)
       index.faiss           inner product over L2-normalised embeddings
+      ovi-store.json        the marker {"kind": "ovi-statistics-store", "format_version": 1},
+                            written last (stores built before it are read as legacy v1 stores)
 
-A store is written into a hidden temporary folder beside its final path and renamed into place
-when complete, so an interrupted write never leaves a half-written store.
+A store is written into a private temporary folder beside its final path (`ovi_cli.outputs`)
+and renamed into place when complete, so an interrupted write never leaves a half-written store;
+writers hold the store's lock (`ovi_stats.lock`). Opening a store validates it
+(`ovi_stats.validate`): a damaged one is a one-line `BadStore`, and listing skips it with a warning.
 """
 
 from __future__ import annotations
@@ -22,8 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,17 +35,34 @@ import numpy as np
 import torch
 
 from ovi_cli.errors import OviError
-from ovi_cli.outputs import atomic_write_json
+from ovi_cli.outputs import install_dir, json_text, new_file, private_dir, write_errors
 from ovi_stats import index as nn_index
+from ovi_stats.lock import store_lock
 from ovi_stats.moments import Moments, batch_moments
 from ovi_stats.shrinkage import well_conditioned
+from ovi_stats.validate import (
+    EMBEDDINGS,
+    FILES,
+    FORMAT_VERSION,
+    INDEX,
+    MARKER,
+    META,
+    MOMENTS,
+    BadStore,
+    check_not_overlapping,
+    check_replaceable,
+    embeddings_problem,
+    index_problem,
+    looks_like_store,
+    marker_payload,
+    meta_problem,
+    read_files,
+    read_moments,
+    store_kind,
+)
 
-FORMAT_VERSION = 1
-META = "meta.json"
-MOMENTS = "moments.safetensors"
-EMBEDDINGS = "embeddings.npy"
-FILES = "files.json"
-INDEX = "index.faiss"
+WarnFn = Callable[[str], None]
+
 CHUNK = 8192  # rows read at once when streaming over embeddings
 
 
@@ -62,13 +82,14 @@ def stats_root() -> Path:
     return ovi_home() / "stats"
 
 
-def is_store(path: Path) -> bool:
-    return (path / META).is_file() and (path / MOMENTS).is_file()
-
-
 def _check_name(name: str) -> None:
     if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
         raise OviError(f"invalid store name {name!r}: use a plain folder name (or --out PATH)")
+
+
+def is_store(path: Path) -> bool:
+    """A store folder (marked, or a legacy v1 store): see `ovi_stats.validate`."""
+    return store_kind(Path(path)) is not None
 
 
 def named_store_path(name: str) -> Path:
@@ -78,22 +99,27 @@ def named_store_path(name: str) -> Path:
 
 # ---- the store -------------------------------------------------------------------------------
 class StatsStore:
-    """A statistics store on disk; heavy parts (moments, embeddings, index) load on first use."""
+    """A statistics store on disk, validated when opened (`ovi_stats.validate`); the embeddings
+    and the index load on first use."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         try:
             self.meta: dict[str, Any] = json.loads((self.path / META).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BadStore(self.path, f"{META} is missing") from None
         except (OSError, ValueError) as exc:
-            raise OviError(f"{str(self.path)!r} is not a readable statistics store ({META}: "
-                           f"{exc.__class__.__name__})") from exc
-        version = self.meta.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise OviError(f"statistics store {str(self.path)!r} has format version {version!r}; this ovi "
-                           f"reads version {FORMAT_VERSION} or older (upgrade ovi or rebuild the store)")
-        self._moments: dict[str, torch.Tensor] | None = None
+            raise BadStore(self.path, f"{META} is not readable JSON ({exc.__class__.__name__})") from None
+        problem = meta_problem(self.meta)
+        if problem:
+            raise BadStore(self.path, problem)
+        count, dim = self.meta["count"], self.meta["dim"]
+        problem = embeddings_problem(self.path, count, dim) or index_problem(self.path, count, dim)
+        if problem:
+            raise BadStore(self.path, problem)
+        self._files: list[str] | None = read_files(self.path, count)
+        self._moments: dict[str, torch.Tensor] | None = read_moments(self.path, count, dim)
         self._embeddings: np.ndarray | None = None
-        self._files: list[str] | None = None
         self._index = None
 
     def __repr__(self) -> str:
@@ -127,12 +153,7 @@ class StatsStore:
     # moments
     def _tensors(self) -> dict[str, torch.Tensor]:
         if self._moments is None:
-            from safetensors.torch import load_file
-
-            try:
-                self._moments = load_file(str(self.path / MOMENTS))
-            except Exception as exc:  # a damaged file is a user-facing problem, not a traceback
-                raise OviError(f"cannot read {str(self.path / MOMENTS)!r}: {exc.__class__.__name__}") from exc
+            self._moments = read_moments(self.path, self.count, self.dim)
         return self._moments
 
     @property
@@ -160,24 +181,21 @@ class StatsStore:
         cov = t["cov"].numpy()
         return Moments(n, t["mean"].numpy().copy(), cov * max(n - 1, 0), t["m3"].numpy().copy(), float(t["q4"]))
 
-    def mahalanobis(self, embeds: torch.Tensor) -> torch.Tensor:
-        """(e - mu)^T Sigma_s^-1 (e - mu) per row of `embeds` [B, D], float64."""
-        d = embeds.to(torch.float64) - self.mean.to(embeds.device)
-        z = d @ self.precision_cholesky.to(embeds.device)
-        return (z * z).sum(-1)
-
     # embeddings and files
     @property
     def embeddings(self) -> np.ndarray:
         """[count, D] float16, memory-mapped (read-only)."""
         if self._embeddings is None:
-            self._embeddings = np.load(self.path / EMBEDDINGS, mmap_mode="r")
+            try:
+                self._embeddings = np.load(self.path / EMBEDDINGS, mmap_mode="r")
+            except Exception as exc:  # noqa: BLE001 - changed on disk since it was opened
+                raise BadStore(self.path, f"{EMBEDDINGS} is not readable ({exc.__class__.__name__})") from None
         return self._embeddings
 
     @property
     def files(self) -> list[str]:
         if self._files is None:
-            self._files = list(json.loads((self.path / FILES).read_text(encoding="utf-8")))
+            self._files = read_files(self.path, self.count)
         return self._files
 
     def iter_embeddings(self, chunk: int = CHUNK) -> Iterator[np.ndarray]:
@@ -195,8 +213,12 @@ class StatsStore:
         if self._index is None:
             try:
                 self._index = nn_index.read_index(str(self.path / INDEX), self.index_params)
-            except RuntimeError as exc:
-                raise OviError(f"cannot read the index of store {self.name!r}: {str(exc).splitlines()[0]}") from exc
+            except (RuntimeError, MemoryError) as exc:
+                raise BadStore(self.path, f"cannot read {INDEX} ({(str(exc).strip().splitlines() or ['?'])[0]})") \
+                    from exc
+            if self._index.ntotal != self.count or self._index.d != self.dim:
+                raise BadStore(self.path, f"{INDEX} holds {self._index.ntotal} vectors of dimension {self._index.d}, "
+                               f"the store {self.count} of dimension {self.dim}")
         return self._index
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -231,34 +253,38 @@ class StatsStore:
 
 
 # ---- finding stores --------------------------------------------------------------------------
-def list_stores(root: Path | None = None) -> list[StatsStore]:
-    """Valid stores under `$OVI_HOME/stats` (or `root`), newest first."""
+def list_stores(root: Path | None = None, warn: WarnFn | None = None) -> list[StatsStore]:
+    """Valid stores under `$OVI_HOME/stats` (or `root`), newest first.
+
+    A folder that claims to be a store but fails validation is skipped, with one `warn` line.
+    """
     root = stats_root() if root is None else root
     if not root.is_dir():
         return []
     found = []
-    for child in root.iterdir():
-        if child.name.startswith(".") or not is_store(child):
+    for child in sorted(root.iterdir()):
+        if child.name.startswith(".") or not looks_like_store(child):
             continue
         try:
             found.append(StatsStore(child))
-        except OviError:
-            continue
+        except OviError as exc:
+            if warn is not None:
+                warn(f"skipped {exc}")
     return sorted(found, key=lambda s: str(s.meta.get("created", "")), reverse=True)
 
 
 def open_store(name_or_path: str | os.PathLike) -> StatsStore:
-    """A store by folder path, or by NAME under `$OVI_HOME/stats/`."""
+    """A store by folder path, or by NAME under `$OVI_HOME/stats/` (validated: `BadStore` if damaged)."""
     text = str(name_or_path)
     path = Path(text).expanduser()
-    if is_store(path):
+    if looks_like_store(path):
         return StatsStore(path)
     if "/" not in text and "\\" not in text and not text.startswith("."):
         named = stats_root() / text
-        if is_store(named):
+        if looks_like_store(named):
             return StatsStore(named)
     if path.exists():
-        raise OviError(f"{text!r} is not a statistics store (no {META}/{MOMENTS}); build one with `ovi build-stats`")
+        raise OviError(f"{text!r} is not a statistics store (no {MARKER} or {META}); build one with `ovi build-stats`")
     raise OviError(f"no statistics store {text!r} (neither a folder nor a name in {str(stats_root())!r}; "
                    "see `ovi stats list`, build one with `ovi build-stats DIR`)")
 
@@ -275,14 +301,15 @@ def check_encoder(store: StatsStore, encoders) -> None:
         )
 
 
-def open_store_for(name_or_path: str | None, encoders) -> StatsStore:
-    """The named store (checked against `encoders`), or the newest one built with the same encoder."""
+def open_store_for(name_or_path: str | None, encoders, warn: WarnFn | None = None) -> StatsStore:
+    """The named store (checked against `encoders`), or the newest one built with the same encoder
+    (damaged stores are skipped with a `warn` line)."""
     if name_or_path is not None:
         store = open_store(name_or_path)
         check_encoder(store, encoders)
         return store
     fp = encoders.fingerprint()
-    for store in list_stores():
+    for store in list_stores(warn=warn):
         if store.fingerprint == fp and store.dim == int(encoders.embed_dim):
             return store
     raise OviError(
@@ -302,24 +329,72 @@ def _ovi_version() -> str:
         return "unknown"
 
 
-def temp_dir_for(final: Path) -> Path:
-    """A fresh hidden folder beside `final` (same filesystem, so the last rename is atomic)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
-    tmp.mkdir()
-    return tmp
+def store_files_writer(tmp: Path):
+    """`write(name, writer)`: create `tmp/name` exclusively and fill it through `writer(handle)`."""
+    def write(name: str, writer) -> None:
+        with write_errors(tmp / name), new_file(tmp / name) as handle:
+            writer(handle)
+    return write
 
 
-def install_dir(tmp: Path, final: Path) -> None:
-    """Move the finished folder `tmp` to `final`, replacing an existing store there."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+def new_embeddings_file(tmp: Path, rows: int, dim: int) -> np.ndarray:
+    """`tmp/embeddings.npy` [rows, dim] float16, created exclusively and memory-mapped for writing."""
+    path = tmp / EMBEDDINGS
+    with write_errors(path):
+        new_file(path).close()
+        return np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(rows, dim))
 
+
+def check_store_target(final: Path, *, force: bool, inputs: Sequence[Path] = (), what: str = "an input") -> None:
+    """Before writing a store at `final`: refuse an existing path without `force`, anything but a
+    store even with it, and an output that is or contains one of `inputs`."""
+    check_not_overlapping(final, inputs, what)
+    if os.path.lexists(final):
+        if not force:
+            raise OviError(f"{str(final)!r} already exists: pass --force to replace it")
+        check_replaceable(final)
+
+
+def _moment_tensors(moments: Moments) -> tuple[dict[str, torch.Tensor], float]:
+    """The tensors of `moments.safetensors` (and the shrinkage used); a deterministic failure
+    (zero variance, overflow) is an `OviError`."""
+    try:
+        shrink, chol = well_conditioned(moments)
+    except ValueError as exc:
+        raise OviError(f"cannot build statistics: {exc}") from exc
+    tensors = {
+        "count": torch.tensor(moments.n, dtype=torch.int64),
+        "mean": torch.from_numpy(np.ascontiguousarray(moments.mean, dtype=np.float64)),
+        "cov": torch.from_numpy(np.ascontiguousarray(moments.covariance(), dtype=np.float64)),
+        "m3": torch.from_numpy(np.ascontiguousarray(moments.m3, dtype=np.float64)),
+        "q4": torch.tensor(moments.q4, dtype=torch.float64),
+        "shrinkage": torch.tensor(shrink, dtype=torch.float64),
+        "precision_cholesky": chol.contiguous(),
+    }
+    if not all(np.isfinite(t.numpy()).all() for t in tensors.values()):
+        raise OviError("cannot build statistics: the moments are not finite (embeddings too large for float64?)")
+    return tensors, shrink
+
+
+def _store_meta(final: Path, moments: Moments, encoder: dict, source_dir: str | None, skipped: Iterable[dict],
+                index_params: dict, shrink: float, extra_meta: dict | None) -> dict[str, Any]:
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "name": final.name,
+        "encoder": dict(encoder),
+        "dim": moments.dim,
+        "count": moments.n,
+        "source_dir": source_dir,
+        "skipped": [dict(s) for s in skipped],
+        "created": datetime.now(timezone.utc).isoformat(),
+        "ovi_version": _ovi_version(),
+        "index": index_params,
+        "shrinkage": {"method": "ledoit-wolf", "intensity": shrink,
+                      "target": "scaled identity (tr(cov)/D) I"},
+        "embeddings": {"file": EMBEDDINGS, "dtype": "float16", "kind": "image_embeds"},
+    }
+    meta.update(extra_meta or {})
+    return meta
 
 
 def finalize_store(
@@ -334,8 +409,12 @@ def finalize_store(
     index: str = "auto",
     extra_meta: dict | None = None,
 ) -> StatsStore:
-    """Complete a store in `tmp` (which already holds embeddings.npy) and rename it to `final`."""
-    from safetensors.torch import save_file
+    """Complete a store in `tmp` (which already holds embeddings.npy) and move it to `final`.
+
+    Deterministic failures (too few embeddings, zero variance) are `OviError`s; write failures
+    are `OutputError`s (one line each). The marker is written last. The caller holds the lock.
+    """
+    from safetensors.torch import save
 
     moments = moments.to_numpy()
     if moments.n < 2:
@@ -344,24 +423,9 @@ def finalize_store(
         raise OviError(f"{len(files)} file names for {moments.n} embeddings")
     if "source" not in encoder or "fingerprint" not in encoder:
         raise ValueError("encoder must give at least 'source' and 'fingerprint'")
-    try:
-        shrink, chol = well_conditioned(moments)
-    except ValueError as exc:
-        raise OviError(f"cannot build statistics: {exc}") from exc
-    cov = moments.covariance()
-    save_file(
-        {
-            "count": torch.tensor(moments.n, dtype=torch.int64),
-            "mean": torch.from_numpy(np.ascontiguousarray(moments.mean, dtype=np.float64)),
-            "cov": torch.from_numpy(np.ascontiguousarray(cov, dtype=np.float64)),
-            "m3": torch.from_numpy(np.ascontiguousarray(moments.m3, dtype=np.float64)),
-            "q4": torch.tensor(moments.q4, dtype=torch.float64),
-            "shrinkage": torch.tensor(shrink, dtype=torch.float64),
-            "precision_cholesky": chol.contiguous(),
-        },
-        str(tmp / MOMENTS),
-        metadata={"format_version": str(FORMAT_VERSION)},
-    )
+    tensors, shrink = _moment_tensors(moments)
+    write = store_files_writer(tmp)
+    write(MOMENTS, lambda f: f.write(save(tensors, metadata={"format_version": str(FORMAT_VERSION)})))
     emb = np.load(tmp / EMBEDDINGS, mmap_mode="r")
     if emb.shape != (moments.n, moments.dim):
         raise OviError(f"embeddings have shape {emb.shape}, expected {(moments.n, moments.dim)}")
@@ -371,25 +435,11 @@ def finalize_store(
             yield np.asarray(emb[i : i + CHUNK], dtype=np.float32)
 
     faiss_index, params = nn_index.build_index(chunks, moments.n, moments.dim, index)
-    nn_index.write_index(faiss_index, str(tmp / INDEX))
-    (tmp / FILES).write_text(json.dumps(list(files), ensure_ascii=False), encoding="utf-8")
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "name": final.name,
-        "encoder": dict(encoder),
-        "dim": moments.dim,
-        "count": moments.n,
-        "source_dir": source_dir,
-        "skipped": [dict(s) for s in skipped],
-        "created": datetime.now(timezone.utc).isoformat(),
-        "ovi_version": _ovi_version(),
-        "index": params,
-        "shrinkage": {"method": "ledoit-wolf", "intensity": shrink,
-                      "target": "scaled identity (tr(cov)/D) I"},
-        "embeddings": {"file": EMBEDDINGS, "dtype": "float16", "kind": "image_embeds"},
-    }
-    meta.update(extra_meta or {})
-    atomic_write_json(tmp / META, meta)
+    write(INDEX, lambda f: nn_index.write_index(faiss_index, f))
+    write(FILES, lambda f: f.write(json.dumps(list(files), ensure_ascii=False).encode("utf-8")))
+    meta = _store_meta(final, moments, encoder, source_dir, skipped, params, shrink, extra_meta)
+    write(META, lambda f: f.write(json_text(meta, tmp / META).encode("utf-8")))
+    write(MARKER, lambda f: f.write(json_text(marker_payload(), tmp / MARKER).encode("utf-8")))
     install_dir(tmp, final)
     return StatsStore(final)
 
@@ -412,8 +462,10 @@ def write_store(
     skipped: Iterable[dict] = (),
     index: str = "auto",
     extra_meta: dict | None = None,
+    force: bool = True,
 ) -> StatsStore:
-    """Write a store from raw `image_embeds` [N, D] and their N source names (atomic)."""
+    """Write a store from raw `image_embeds` [N, D] and their N source names (atomic; replaces only
+    a store at `path`, and only with `force`)."""
     emb = np.asarray(embeddings)
     if emb.ndim != 2:
         raise OviError(f"embeddings must be a [N, D] array, got shape {emb.shape}")
@@ -423,16 +475,22 @@ def write_store(
         raise OviError("embeddings contain NaN or infinite values")
     final = Path(path).expanduser().absolute()
     m = moments_of(emb)
-    tmp = temp_dir_for(final)
-    try:
-        np.save(tmp / EMBEDDINGS, emb.astype(np.float16))
-        return finalize_store(final, tmp, m, files, encoder=encoder, source_dir=source_dir, skipped=skipped,
-                              index=index, extra_meta=extra_meta)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with store_lock(final):
+        check_store_target(final, force=force)
+        tmp = private_dir(final)
+        try:
+            out = new_embeddings_file(tmp, len(emb), emb.shape[1])
+            out[:] = emb.astype(np.float16)
+            out.flush()
+            del out
+            return finalize_store(final, tmp, m, files, encoder=encoder, source_dir=source_dir, skipped=skipped,
+                                  index=index, extra_meta=extra_meta)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def merge_stores(stores: Sequence[StatsStore], out: str | os.PathLike, *, index: str = "auto") -> StatsStore:
+def merge_stores(stores: Sequence[StatsStore], out: str | os.PathLike, *, index: str = "auto",
+                 force: bool = True) -> StatsStore:
     """One store holding every embedding of `stores` (same encoder), moments merged exactly."""
     if len(stores) < 2:
         raise OviError("merge needs at least two stores")
@@ -447,6 +505,13 @@ def merge_stores(stores: Sequence[StatsStore], out: str | os.PathLike, *, index:
     final = Path(out).expanduser().absolute()
     if any(final.resolve() == s.path.resolve() for s in stores):
         raise OviError("--out must differ from the stores being merged")
+    with store_lock(final):
+        check_store_target(final, force=force, inputs=[s.path for s in stores], what="the store")
+        return _merge_into(stores, final, index)
+
+
+def _merge_into(stores: Sequence[StatsStore], final: Path, index: str) -> StatsStore:
+    first = stores[0]
     sources = {s.meta.get("source_dir") for s in stores}
     common = sources.pop() if len(sources) == 1 else None
 
@@ -463,10 +528,9 @@ def merge_stores(stores: Sequence[StatsStore], out: str | os.PathLike, *, index:
         moments = moments.merge(s.moments())
         files.extend(rebase(f, s) for f in s.files)
         skipped.extend({**k, "path": rebase(str(k.get("path", "")), s)} for k in s.skipped)
-    tmp = temp_dir_for(final)
+    tmp = private_dir(final)
     try:
-        out_emb = np.lib.format.open_memmap(tmp / EMBEDDINGS, mode="w+", dtype=np.float16,
-                                            shape=(moments.n, first.dim))
+        out_emb = new_embeddings_file(tmp, moments.n, first.dim)
         row = 0
         for s in stores:
             emb = s.embeddings

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,9 +10,7 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for the hub from tests
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).parent))
-
-import tiny_models  # noqa: E402
+from tests.helpers import tiny_models  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +41,16 @@ def encoders(encoder_repo):
     from ovi_cli.encoders import Encoders
 
     return Encoders.load(str(encoder_repo), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def scorer_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random CLIP, BLIP-VQA and OWLv2 folders in their hub layouts (tests/helpers/tiny_scorers.py)."""
+    from tests.helpers import tiny_scorers
+
+    root = tmp_path_factory.mktemp("scorer-models")
+    return {"clip": tiny_scorers.make_clip_repo(root / "clip"), "blip": tiny_scorers.make_blip_repo(root / "blip"),
+            "owl": tiny_scorers.make_owl_repo(root / "owl")}
 
 
 @dataclass

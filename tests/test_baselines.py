@@ -6,13 +6,13 @@ import json
 import shutil
 
 import pytest
-import tiny_priors
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from ovi_cli.encoders import Encoders
 from ovi_cli.errors import OviError
+from tests.helpers import tiny_priors
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def _reference_eclipse_forward(pt, noise, text_embeds, hidden, mask):
 
 # ---- ECLIPSE ------------------------------------------------------------------------------------
 def test_eclipse_repo_has_the_published_layout_and_loads_strictly(repos):
-    from ovi_plugins.baselines import ECLIPSE_CONFIG_KEYS, load_eclipse_prior
+    from ovi_plugins.eclipse_net import ECLIPSE_CONFIG_KEYS, load_eclipse_prior
 
     root = repos["eclipse"]
     config = json.loads((root / "config.json").read_text())
@@ -64,7 +64,7 @@ def test_eclipse_repo_has_the_published_layout_and_loads_strictly(repos):
 
 
 def test_eclipse_forward_matches_diffusers_blocks(repos, prior_encoders):
-    from ovi_plugins.baselines import load_eclipse_prior
+    from ovi_plugins.eclipse_net import load_eclipse_prior
 
     model = load_eclipse_prior(str(repos["eclipse"]), torch.device("cpu"), torch.float32)
     reference = tiny_priors.diffusers_eclipse_reference()  # same seed: the weights saved in the repo
@@ -80,7 +80,7 @@ def test_eclipse_forward_matches_diffusers_blocks(repos, prior_encoders):
 
 
 def test_eclipse_refuses_a_diffusion_prior_and_missing_weights(repos, tmp_path):
-    from ovi_plugins.baselines import load_eclipse_prior
+    from ovi_plugins.eclipse_net import load_eclipse_prior
 
     with pytest.raises(OviError, match="timestep embedding"):
         load_eclipse_prior(str(repos["kandinsky"] / "prior"), torch.device("cpu"), torch.float32)

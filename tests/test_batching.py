@@ -68,7 +68,7 @@ def test_early_stopping_records_steps_used(run_cli, tiny_gen_args, tmp_path):
 
 
 def test_interrupted_run_resumes_without_redoing_finished_prompts(run_cli, tiny_gen_args, tmp_path, monkeypatch):
-    import ovi_plugins.priors as priors
+    import ovi_cli.engine as priors  # the prior imports the engine when it runs
 
     real = priors.optimize
     calls: list[list[int]] = []

@@ -8,14 +8,15 @@ import math
 
 import numpy as np
 import pytest
-import tiny_priors
 import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from ovi_cli.compare import comparison_rows, grid_size, parse_priors, summary_rows
+from ovi_cli.compare import parse_priors
+from ovi_cli.compare_report import comparison_rows, grid_size, summary_rows
 from ovi_cli.encoders import Encoders
 from ovi_cli.errors import OviError
+from tests.helpers import tiny_priors
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ovi_cli.plugins import get_registry
+from ovi_cli.plugins import set_registry
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ovi-norm-constraint"
 
@@ -28,12 +28,12 @@ def installed_example(tmp_path_factory):
     )
     assert res.returncode == 0, res.stderr
     importlib.invalidate_caches()
-    get_registry.cache_clear()
+    set_registry(None)
     yield
     subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", "ovi-norm-constraint"],
                    check=False, capture_output=True)
     importlib.invalidate_caches()
-    get_registry.cache_clear()
+    set_registry(None)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,19 @@ def test_example_plugin_is_listed(installed_example, run_cli):
     assert res.code == 0, res.stderr
     rows = [p for p in json.loads(res.stdout)["plugins"] if p["name"] == "norm"]
     assert rows and rows[0]["kind"] == "constraint" and rows[0]["package"] == "ovi-norm-constraint"
-    assert rows[0]["version"] == "0.1.0"
+    assert rows[0]["version"] == "0.2.0"
+    res = run_cli("plugins", "--options")
+    assert res.code == 0 and "norm.scale" in res.stdout
+
+
+def test_example_plugin_keeps_help_light(installed_example):
+    """ovi imports the plugin to register it even for `ovi --help`: it must not pull in torch."""
+    probe = ("import sys\nfrom ovi_cli.cli import main\nmain(['--help'])\n"
+             "from ovi_cli.plugins import get_registry\nassert 'norm' in get_registry().names('constraint')\n"
+             "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_gen_with_the_example_constraint(installed_example, run_cli, tiny_gen_args, tmp_path, norm_store):
@@ -75,3 +87,15 @@ def test_gen_with_the_example_constraint(installed_example, run_cli, tiny_gen_ar
     assert len(runs["norm"]["history"]["norm"]) == 20
     # the constraint does its job: the norm moves toward the stored images' mean norm
     assert abs(values["norm"] - target) < 0.8 * abs(runs["free"]["embedding_norm"] - target)
+
+    # its option: --option norm.scale=S scales the target, checked by ovi from the declaration
+    out = tmp_path / "scaled.png"
+    res = run_cli("gen", "a cat on a sofa", *tiny_gen_args, "--decoder", "embeds", "--out", out,
+                  "--stats", store, "-c", "norm:5", "--option", "norm.scale=2")
+    assert res.code == 0, res.stderr
+    scaled = json.loads(out.with_suffix(".json").read_text())
+    assert scaled["constraint_values"]["norm"]["target_norm"] == pytest.approx(2 * target, rel=1e-6)
+    assert scaled["options"]["norm"] == {"scale": 2.0}
+    res = run_cli("gen", "a cat", *tiny_gen_args, "--decoder", "embeds", "--out", out, "--stats", store,
+                  "-c", "norm", "--option", "norm.scale=0")
+    assert res.code == 2 and "--option norm.scale must be >= 0.01" in res.stderr

@@ -125,7 +125,8 @@ def test_hub_id_offline_is_one_line_with_advice(run_cli, tmp_path, monkeypatch, 
 
 
 def test_failed_run_leaves_no_files(encoder_repo, decoder_repo, tmp_path):
-    from ovi_cli.pipeline import OviPipeline, Reporter
+    from ovi_cli.api import Reporter
+    from ovi_cli.pipeline import OviPipeline
     from ovi_cli.settings import GenSettings
 
     class Interrupt(Reporter):

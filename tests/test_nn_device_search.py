@@ -68,7 +68,7 @@ def test_choose_search_rules():
     assert choose_search("faiss", "cuda", "flat", fits=True) == "faiss-flat"
     from ovi_cli.errors import OviError
 
-    with pytest.raises(OviError, match="nn search"):
+    with pytest.raises(OviError, match="nn.search"):
         choose_search("gpu", "cpu", "flat", fits=True)
 
 
@@ -88,12 +88,12 @@ def _nn(store, encoders, device="cpu", **options):
     from ovi_plugins.constraints import NearestNeighborConstraint
 
     ctx = ConstraintContext(encoders=encoders, device=torch.device(device), dtype=torch.float32, store=store,
-                            options={"nn_k": 3, **options})
+                            options={"k": 3, **options})
     return NearestNeighborConstraint(0.5, ctx)
 
 
 def test_constraint_terms_and_neighbours_equal_on_both_paths(rand_store, encoders):
-    dev, ref = _nn(rand_store, encoders), _nn(rand_store, encoders, nn_search="faiss")
+    dev, ref = _nn(rand_store, encoders), _nn(rand_store, encoders, search="faiss")
     assert dev.search_kind == "device-matmul" and ref.search_kind == "faiss-flat"
     e = torch.randn(5, encoders.embed_dim, generator=torch.Generator().manual_seed(1), requires_grad=True)
     for step in range(3):
@@ -112,7 +112,7 @@ def test_forcing_matmul_beyond_the_budget_is_a_one_line_error(rand_store, encode
     monkeypatch.setattr(matmul_search, "free_bytes", lambda device: 1000)
     assert _nn(rand_store, encoders).search_kind == "faiss-flat"
     with pytest.raises(OviError, match="do not fit"):
-        _nn(rand_store, encoders, nn_search="matmul")
+        _nn(rand_store, encoders, search="matmul")
 
 
 # ---- CUDA: the same on a GPU, and no host round trip per step ------------------------------------

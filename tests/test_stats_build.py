@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 from safetensors.numpy import save_file as save_np
 from safetensors.torch import load_file
-from test_stats_images import make_zoo
 
 from ovi_cli.errors import OviError
 from ovi_stats.build import (
@@ -23,6 +22,7 @@ from ovi_stats.build import (
 )
 from ovi_stats.images import load_rgb
 from ovi_stats.store import merge_stores, open_store, write_store
+from tests.test_stats_images import make_zoo
 
 
 @pytest.fixture(scope="module")
@@ -210,10 +210,9 @@ def test_from_embeddings_equals_write_store(tmp_path):
 
 
 def test_store_built_with_one_encoder_is_refused_by_another(many, encoders, tmp_path):
-    import tiny_models  # on sys.path through conftest
-
     from ovi_cli.encoders import Encoders
     from ovi_stats.store import open_store_for
+    from tests.helpers import tiny_models
 
     build_stats(many, tmp_path / "s", encoders, batch_size=8, workers=0, limit=8)
     other = Encoders.load(str(tiny_models.make_encoder_repo(tmp_path / "other", seed=1)), device="cpu")

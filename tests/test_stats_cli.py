@@ -118,7 +118,7 @@ def test_data_errors_are_one_line_and_write_nothing(run_cli, encoder_repo, tmp_p
 
 
 def test_gen_refuses_a_store_of_another_encoder(run_cli, tiny_gen_args, images, encoder_repo, tmp_path):
-    import tiny_models
+    from tests.helpers import tiny_models
 
     other = tiny_models.make_encoder_repo(tmp_path / "other", seed=1)
     res = run_cli("build-stats", images, "--encoder-model", other, "--out", tmp_path / "s", "--workers", "0", "-q")

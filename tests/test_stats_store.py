@@ -61,7 +61,8 @@ def test_write_and_open_format(tmp_path):
     store = write_store(tmp_path / "s", x, files, encoder=ENC, source_dir="/data/imgs",
                         skipped=[{"path": "bad.png", "reason": "corrupt"}])
     names = sorted(p.name for p in (tmp_path / "s").iterdir())
-    assert names == ["embeddings.npy", "files.json", "index.faiss", "meta.json", "moments.safetensors"]
+    assert names == ["embeddings.npy", "files.json", "index.faiss", "meta.json", "moments.safetensors",
+                     "ovi-store.json"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left behind
     meta = json.loads((tmp_path / "s" / "meta.json").read_text())
     for key in ("format_version", "encoder", "dim", "count", "source_dir", "skipped", "created", "ovi_version",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
@@ -10,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ovi_cli.toy import dataset as D
-from ovi_cli.toy import oracle as O
-from ovi_cli.toy.preset import MODELS_DIR, toy_paths
+from ovi_plugins.toy import dataset as D
+from ovi_plugins.toy import oracle as O
+from ovi_plugins.toy.preset import MODELS_DIR, toy_paths
 
 SHIPPED = toy_paths()
 
@@ -79,25 +78,11 @@ def test_oracle_rejects_wrong_colour_and_wrong_binding():
     assert O.detect(blank) == [] and O.judge(blank, [("red", "star")]).object_accuracy == 0.0
 
 
-# ---- 3. metrics -----------------------------------------------------------------------------
-def test_frechet_distance_exact_values():
-    from ovi_cli.toy.eval import fid_of, frechet_distance
-
-    mu1, mu2 = np.array([0.0, 0.0]), np.array([3.0, 4.0])
-    c1, c2 = np.diag([4.0, 1.0]), np.diag([1.0, 9.0])
-    # ||mu1-mu2||^2 + sum (a + b - 2 sqrt(ab)) = 25 + (4 + 1 - 4) + (1 + 9 - 6)
-    assert frechet_distance(mu1, c1, mu2, c2) == pytest.approx(30.0)
-    assert frechet_distance(mu1, c1, mu1, c1) == pytest.approx(0.0, abs=1e-9)
-    x = np.random.default_rng(0).normal(size=(50, 3))
-    assert fid_of(x, x) == pytest.approx(0.0, abs=1e-8)
-    assert fid_of(x + 1.0, x) == pytest.approx(3.0, abs=1e-8)
-
-
 # ---- 4. tokenizer and training -----------------------------------------------------------------
 def test_word_level_tokenizer_loads_as_clip_tokenizer(tmp_path):
     from transformers import CLIPTokenizer
 
-    from ovi_cli.toy.tokenizer import toy_words, write_tokenizer
+    from ovi_plugins.toy.tokenizer import toy_words, write_tokenizer
 
     tok = CLIPTokenizer.from_pretrained(write_tokenizer(tmp_path / "tok"))
     for w in toy_words():
@@ -165,41 +150,46 @@ def test_gen_model_toy_keeps_explicit_flags_and_rejects_unknown_models(run_cli, 
     assert res.code == 0, res.stderr
     assert Image.open(out).size == (48, 32)
     res = run_cli("gen", "a blue square", "--model", "nope", "--out", out, "--quiet")
-    assert res.code == 2 and "unknown --model 'nope'" in res.stderr and res.stderr.count("\n") == 1
+    assert res.code == 2 and "unknown model 'nope'; available: toy" in res.stderr and res.stderr.count("\n") == 1
 
 
-# ---- 6. reduced `ovi eval toy` (CI) -------------------------------------------------------------
-def test_reduced_eval_toy_prints_and_saves_the_table(run_cli, tmp_path):
-    from ovi_cli.toy.eval import COLUMNS, default_methods
+# ---- 6. reduced `ovi eval toy` (CI): the benchmark harness's toy preset ----------------------------
+def test_reduced_eval_toy_is_bench_generate_score_and_table(run_cli, tmp_path):
+    from ovi_plugins.toy.eval import default_methods, run_folder
 
     out = tmp_path / "eval"
-    res = run_cli("eval", "toy", "--prompts", "4", "--steps", "10", "--reference", "40", "--out", out, "--quiet")
+    res = run_cli("eval", "toy", "--prompts", "2", "--steps", "10", "--out", out, "--quiet")
     assert res.code == 0, res.stderr
-    rows = list(csv.DictReader((out / "toy_eval.csv").open()))
-    labels = ["real (rendered)"] + [m.label for m in default_methods()]
-    assert [r["method"] for r in rows] == labels
-    assert list(rows[0]) == list(COLUMNS)
-    assert float(rows[0]["oracle_object_acc"]) == 1.0  # the oracle on real images of the prompts
-    for r in rows:
-        assert 0.0 <= float(r["oracle_object_acc"]) <= 1.0 and np.isfinite(float(r["fid"]))
+    labels = ["real"] + [m.label for m in default_methods()]
+    table = json.loads((out / "table.json").read_text())
+    assert [r["name"] for r in table["rows"]] == labels  # runs are named by prior + constraints
+    assert [c["key"] for c in table["columns"]] == ["single:oracle", "single:clip-score", "binding:oracle",
+                                                     "binding:clip-score"]
+    real = table["rows"][0]["scores"]
+    assert real["single:oracle"]["mean"] == 1.0 and real["binding:oracle"]["images"] == 2
     for label in labels:
         assert label in res.stdout
-    assert Image.open(out / "toy_eval_grid.png").size[1] > 64 * len(labels)
-    info = json.loads((out / "toy_eval.json").read_text())
-    assert len(info["prompts"]) == 4 and info["steps"] == 10
+        run = run_folder(out, label)
+        assert (run / "scores.json").is_file() and (run / "single" / "annotation_oracle" / "vqa_result.json").is_file()
+    assert json.loads((run_folder(out, "ovi+nn") / "bench.json").read_text())["settings"]["constraints"] == ["nn"]
+    assert Image.open(out / "table.png").size[0] > 100 and (out / "table.md").read_text().startswith("| run |")
+    # rerunning resumes: nothing is generated or scored again, the table is the same
+    before = (out / "table.csv").read_text()
+    assert run_cli("eval", "toy", "--prompts", "2", "--steps", "10", "--out", out, "--quiet").code == 0
+    assert (out / "table.csv").read_text() == before
 
 
 def test_toy_eval_alias_and_one_line_errors(run_cli, tmp_path):
     res = run_cli("toy", "eval", "--help")
     assert res.code == 0 and "--prompts" in res.stdout
-    res = run_cli("eval", "toy", "--prompts", "1", "--out", tmp_path / "e")
+    res = run_cli("eval", "toy", "--prompts", "0", "--out", tmp_path / "e")
     assert res.code == 2 and res.stderr.count("\n") == 1 and "--prompts" in res.stderr
     res = run_cli("toy", "train", "--reuse-clip", "--out", tmp_path / "none")
     assert res.code == 2 and res.stderr.count("\n") == 1 and "--reuse-clip" in res.stderr
 
 
 def test_bpe_merges_make_words_single_symbols_exact():
-    from ovi_cli.toy.tokenizer import learn_word_merges
+    from ovi_plugins.toy.tokenizer import learn_word_merges
 
     # counts tie at 1 each round: the lexicographically smallest pair wins
     assert learn_word_merges(["ab", "abb"]) == [("a", "b"), ("a", "b</w>"), ("ab", "b</w>")]
@@ -208,7 +198,7 @@ def test_bpe_merges_make_words_single_symbols_exact():
 def test_contrastive_loss_exact_values():
     import math
 
-    from ovi_cli.toy.train import contrastive_loss
+    from ovi_plugins.toy.train import contrastive_loss
 
     a = torch.eye(2)
     one = torch.tensor(1.0)

@@ -1,21 +1,25 @@
 """An example ovi plugin: keep the image embedding's norm near the store's mean norm.
 
-    ovi gen "blue old car on a beach" --constraint norm            # weight 1.0
-    ovi gen "blue old car on a beach" -c nn -c norm:0.5            # with the nn constraint
+    ovi gen "a red star" --model toy --constraint norm                 # offline, weight 1.0
+    ovi gen "a red star" --model toy -c nn -c norm:0.5 --option norm.scale=1.2
+    ovi gen "blue old car on a beach" --constraint norm                # Kandinsky 2.2 + a COCO store
 
-term(e) = (||e|| / m - 1)^2, with m the mean L2 norm of the store's raw image embeddings.
+term(e) = (||e|| / (scale * m) - 1)^2, with m the mean L2 norm of the store's raw image embeddings.
+
+The module stays light: ovi imports it to register the constraint even for `ovi --help`, so
+numpy and torch are imported only inside the methods that run.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from ovi_cli import hookimpl
-from ovi_cli.api import Constraint, ConstraintContext
+from ovi_cli.api import Constraint, ConstraintContext, PluginOption
 from ovi_cli.errors import OviError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def norm_term(embeds: Tensor, target_norm: float) -> Tensor:
@@ -23,24 +27,33 @@ def norm_term(embeds: Tensor, target_norm: float) -> Tensor:
     return (embeds.float().norm(dim=-1) / target_norm - 1.0) ** 2
 
 
+def mean_norm(embeddings: Any, chunk: int = 65536) -> float:
+    """Mean L2 norm of the rows of an `[N, D]` array, read in chunks (a store's can be large)."""
+    import numpy as np
+
+    total = sum(float(np.linalg.norm(np.asarray(embeddings[i : i + chunk], dtype=np.float64), axis=1).sum())
+                for i in range(0, len(embeddings), chunk))
+    return total / len(embeddings)
+
+
 class NormConstraint(Constraint):
-    """`(||e|| / m - 1)^2`, m = mean norm of the stored image embeddings."""
+    """`(||e|| / (scale * m) - 1)^2`, m = mean norm of the stored image embeddings."""
 
     name = "norm"  # what users type after --constraint
     default_weight = 1.0  # used when they give no :WEIGHT
     needs_stats = True  # ovi opens a stats store (--stats, or the newest for this encoder)
     description = "(||e|| / m - 1)^2: keep the embedding norm near the stored images' mean norm"
+    # set with --option norm.scale=1.2; ovi checks the type and the minimum, `ovi plugins --options` lists it
+    options = (PluginOption("scale", float, 1.0, "target norm = scale x the stored images' mean norm",
+                            minimum=0.01),)
 
     def __init__(self, weight: float, context: ConstraintContext) -> None:
         super().__init__(weight, context)  # sets self.weight and self.context
         store = context.store
         if store is None:  # only when used as a library without a store
             raise OviError("constraint 'norm' needs an image-statistics store: run `ovi build-stats`")
-        # Done once (in chunks: the stored embeddings can be large); per step only torch runs.
-        emb = store.embeddings  # [N, D] numpy, raw image embeddings
-        total = sum(float(np.linalg.norm(np.asarray(emb[i : i + 65536], dtype=np.float64), axis=1).sum())
-                    for i in range(0, len(emb), 65536))
-        self.target_norm = total / len(emb)
+        # Done once; per step only torch runs. context.options holds this constraint's options.
+        self.target_norm = context.options["scale"] * mean_norm(store.embeddings)
 
     def term(self, embeds: Tensor, step: int, rows: Tensor) -> Tensor:
         # embeds: [B, D] float32 on context.device, differentiable. Return [B], unweighted.

@@ -1,0 +1,1 @@
+"""`ovi bench`: generate a benchmark's images in its official layout, score them, tabulate runs."""

@@ -1,0 +1,213 @@
+"""A benchmark run's own files: `bench.json` and the per-image records (JSON lines).
+
+Records: each process appends one JSON line per finished image to its own part file
+(`RUN/<category>/records.parts/part-I-of-N.jsonl`), after the image itself has landed (atomically).
+An image counts as done when its file exists and its record line does, so an interrupt between
+the two only costs that image again. A torn last line (a kill in the middle of a write) is cut
+off before the next append. `records.jsonl` is the merge of all parts, one line per image sorted
+by index, rewritten atomically by rank 0 at the end of a run; `read_records` reads it together
+with the parts, so a reader sees every finished image even while other shards still run.
+
+`bench.json`: what the run is (settings, prompt-list hashes, models, versions) plus its progress.
+The first process creates it exclusively; every later one (another shard, a resume) must match it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ovi_cli.bench import layout
+from ovi_cli.errors import OviError
+from ovi_cli.outputs import atomic_write_json, atomic_write_text, create_exclusive, json_text
+from ovi_cli.resume import describe_differences, settings_differences
+
+FORMAT = "ovi-bench-run"
+FORMAT_VERSION = 1
+RESTART_ADVICE = "write to a new --out folder, or rerun with the settings it was made with"
+
+
+# ---- records ---------------------------------------------------------------------------------
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a last line that has no newline (a write cut short), so the next line starts clean."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)
+
+
+class RecordLog:
+    """This process's part file of one category: one JSON line per finished image, flushed to disk."""
+
+    def __init__(self, run: Path, category: str, part: str) -> None:
+        folder = layout.record_parts_dir(run, category)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{part}.jsonl"
+        _cut_torn_tail(self.path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        os.write(self._fd, line)  # one write: a line is whole, or torn at the very end
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> RecordLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _lines(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a torn line: that image is simply not done
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("index"), int):
+            yield rec
+
+
+def read_records(run: Path, category: str) -> dict[int, dict[str, Any]]:
+    """Every record of `category` by image index: `records.jsonl`, then the part files (later wins)."""
+    out = {r["index"]: r for r in _lines(layout.records_path(run, category))}
+    parts = layout.record_parts_dir(run, category)
+    if parts.is_dir():
+        for part in sorted(parts.glob("*.jsonl")):
+            out.update((r["index"], r) for r in _lines(part))
+    return out
+
+
+def merge_records(run: Path, category: str) -> int:
+    """Rewrite `records.jsonl` (atomically) as every record, sorted by index; the number of records."""
+    records = read_records(run, category)
+    if not records and not layout.category_dir(run, category).is_dir():
+        return 0
+    text = "".join(json.dumps(records[i], ensure_ascii=False, separators=(",", ":")) + "\n" for i in sorted(records))
+    atomic_write_text(layout.records_path(run, category), text)
+    return len(records)
+
+
+def finished(run: Path, category: str, records: Mapping[int, Mapping[str, Any]], indices: Iterable[int],
+             prompts: Mapping[int, str]) -> set[int]:
+    """The indices among `indices` whose image file and record are both there (`prompts`: index -> prompt)."""
+    out = set()
+    for i in indices:
+        rec = records.get(i)
+        if rec is not None and rec.get("prompt") == prompts[i] and \
+                layout.sample_path(run, category, prompts[i], i).is_file():
+            out.add(i)
+    return out
+
+
+# ---- bench.json ------------------------------------------------------------------------------
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_bench_json(run: Path) -> dict[str, Any] | None:
+    path = layout.bench_json_path(run)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OviError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OviError(f"{str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno}); "
+                       "move it away if this folder is not a benchmark run") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise OviError(f"{str(path)!r} is not an ovi benchmark run's bench.json; choose another --out")
+    return data
+
+
+def check_header(existing: Mapping[str, Any], header: Mapping[str, Any], run: Path) -> None:
+    """Refuse (one line naming what differs) a run whose benchmark, settings or prompt lists differ."""
+    where = f"the run in {str(run)!r}"
+    if existing.get("benchmark") != header["benchmark"]:
+        raise OviError(f"{where} is benchmark {existing.get('benchmark')!r}, not {header['benchmark']!r}; "
+                       f"{RESTART_ADVICE}")
+    diffs = settings_differences(existing.get("settings", {}), header["settings"])
+    old_cats = existing.get("categories", {})
+    for cat, rec in header["categories"].items():
+        old = old_cats.get(cat)
+        if old is not None and old.get("sha256") != rec["sha256"]:
+            diffs.append((f"prompts of {cat}", f"{old.get('source')} (sha256 {str(old.get('sha256'))[:12]})",
+                          f"{rec['source']} (sha256 {rec['sha256'][:12]})"))
+    if diffs:
+        raise OviError(f"{where} was made with other settings ({describe_differences(diffs)}); {RESTART_ADVICE}")
+
+
+def check_identity(existing: Mapping[str, Any], identity: Mapping[str, Any], run: Path) -> None:
+    """Refuse models that differ from the run's (known once they are loaded: the encoder's fingerprint)."""
+    old = existing.get("identity")
+    if not old:
+        return
+    diffs = settings_differences(old, identity, ignore=())
+    if diffs:
+        raise OviError(f"the run in {str(run)!r} was made with other models ({describe_differences(diffs)}); "
+                       f"{RESTART_ADVICE}")
+
+
+def create_exclusive_json(path: Path, obj: Mapping[str, Any]) -> bool:
+    """Write `path` only if it does not exist, atomically (True), even against another process (False)."""
+    return create_exclusive(path, json_text(obj, path).encode("utf-8"))
+
+
+def extend_run(run: Path, header: Mapping[str, Any]) -> dict[str, Any] | None:
+    """An existing run's bench.json, checked against `header` (one-line refusal naming what differs)
+    and extended with the categories it does not have yet; None when there is no run yet."""
+    existing = read_bench_json(run)
+    if existing is None:
+        return None
+    check_header(existing, header, run)
+    new_cats = {c: r for c, r in header["categories"].items() if c not in existing.get("categories", {})}
+    if new_cats:
+        existing["categories"] = {**existing.get("categories", {}), **new_cats}
+        atomic_write_json(layout.bench_json_path(run), existing)
+    return existing
+
+
+def open_run(run: Path, header: Mapping[str, Any]) -> dict[str, Any]:
+    """bench.json of `run` (models loaded: `header` holds `identity`): created if absent, else checked
+    (settings, prompt lists, models) and extended with new categories. Returns what the file holds."""
+    run.mkdir(parents=True, exist_ok=True)
+    if create_exclusive_json(layout.bench_json_path(run), {**header, "created": now(), "progress": {}}):
+        return read_bench_json(run) or {}
+    existing = extend_run(run, header) or {}
+    check_identity(existing, header.get("identity", {}), run)
+    return existing
+
+
+def update_progress(run: Path, progress: Mapping[str, Any]) -> None:
+    """Replace the progress section of bench.json (nothing else changes)."""
+    existing = read_bench_json(run)
+    if existing is None:
+        return
+    existing["progress"] = {**existing.get("progress", {}), **progress}
+    existing["updated"] = now()
+    atomic_write_json(layout.bench_json_path(run), existing)

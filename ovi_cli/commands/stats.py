@@ -1,0 +1,284 @@
+"""`ovi build-stats` and `ovi stats list|info|merge` (statistics stores for the constraints).
+
+Thin over `ovi_stats.build` and `ovi_stats.store`: parse, call the library, render.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ovi_cli import options
+from ovi_cli.errors import OviError, printable
+from ovi_cli.settings import DEFAULT_ENCODER_MODEL
+
+INDEX_HELP = "Nearest-neighbour index: auto (exact flat up to 200k images, HNSW above), flat, ivf or hnsw."
+
+
+def _out_path(out: Path | None, name: str | None, default_name: str) -> Path:
+    from ovi_stats.store import named_store_path
+
+    if out is not None and name is not None:
+        raise OviError("give --out PATH or --name NAME, not both")
+    if out is not None:
+        return out.expanduser().absolute()
+    return named_store_path(name or default_name)
+
+
+def _checked_target(target: Path, force: bool, inputs: list[Path], what: str) -> Path:
+    """The store's path checked before any model loads: writable, and replaceable only as a store."""
+    from ovi_cli.checks import check_output_folder
+    from ovi_stats.store import check_store_target
+
+    check_output_folder(target.parent, "--out")
+    check_store_target(target, force=force, inputs=inputs, what=what)
+    return target
+
+
+def _check_index(index: str) -> str:
+    from ovi_stats.index import INDEX_TYPES
+
+    if index not in INDEX_TYPES:
+        raise OviError(f"--index must be one of {', '.join(INDEX_TYPES)}, got {index!r}")
+    return index
+
+
+def _print_summary(store, skipped: list[dict], seconds: float | None, json_out: bool, quiet: bool) -> None:
+    from ovi_cli.console import err_console, warn
+
+    if json_out:
+        typer.echo(json.dumps(store.info()))
+        return
+    if skipped and not quiet:
+        for s in skipped[:20]:
+            warn(f"skipped {s['path']}: {s['reason']}")
+        if len(skipped) > 20:
+            warn(f"... and {len(skipped) - 20} more skipped files (all listed by `ovi stats info {store.path}`)")
+    took = f" in {seconds:.1f} s" if seconds is not None else ""
+    kind = store.index_params.get("type")
+    line = (f"wrote store {store.name!r}: {store.count} embeddings, {store.dim}-d, index {kind}, "
+            f"{len(skipped)} files skipped{took} -> {store.path}")
+    if not quiet:
+        err_console.print(line, markup=False, highlight=False)
+    typer.echo(str(store.path))
+
+
+def build_stats(
+    ctx: typer.Context,
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="A folder of images (searched recursively), or with --from-embeddings the .npy/.safetensors "
+        "embedding files.", show_default=False, metavar="DIR|FILES")] = None,
+    encoder_model: options.EncoderModel = DEFAULT_ENCODER_MODEL,
+    model: options.Model = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Write the store to this folder (default: $OVI_HOME/stats/NAME).")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="Name of the store under $OVI_HOME/stats (default: the image folder's name).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Images encoded per batch (default 64; with --resume: the interrupted build's).",
+        show_default=False)] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N image files (sorted paths).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Decoding/preprocessing worker processes (0 = in the main process; default: CPUs - 1, "
+        "at most 8).")] = None,
+    index: Annotated[str | None, typer.Option(
+        help=INDEX_HELP + " Default auto (with --resume: the interrupted build's).", show_default=False)] = None,
+    shard: Annotated[str | None, typer.Option(
+        help="Build only shard I of N (I/N, 1-based, contiguous blocks of the sorted files); "
+        "merge shards with `ovi stats merge`.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted build from its last "
+                                         "checkpoint (refused if --limit/--shard/--batch-size/--index "
+                                         "differ from it).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing store (only a folder holding an ovi "
+                                        "store and nothing else), or discard an interrupted build.")] = False,
+    from_embeddings: Annotated[bool, typer.Option(
+        "--from-embeddings", help="PATHS are embedding dumps ([N, D] .npy, or .safetensors with a tensor "
+        "image_embeds/embeddings) made with --encoder-model: no encoding.")] = False,
+    file_list: Annotated[Path | None, typer.Option(
+        help="With --from-embeddings: names of the rows (one per line, or a .json list).")] = None,
+    checkpoint_every: Annotated[float, typer.Option(
+        help="Seconds between checkpoints that --resume continues from (finite, >= 0).")] = 60.0,
+    device: options.Device = "auto",
+    dtype: options.Dtype = "auto",
+    quiet: options.Quiet = False,
+    json_out: options.Json = False,
+) -> None:
+    """Build image statistics and a nearest-neighbour index from a folder of images.
+
+    The store is tied to the encoder that made it: build it with the encoder you generate with
+    (e.g. --model toy for the toy world).
+    """
+    from ovi_cli.commands.common import settings_from_flags
+    from ovi_cli.console import err_console, make_progress
+    from ovi_cli.devices import resolve_device, resolve_dtype
+    from ovi_cli.distributed import barrier, cuda_device_count, device_for, launch_from_env, process_group
+    from ovi_cli.encoders import Encoders
+    from ovi_stats import build
+
+    encoder_model = settings_from_flags(ctx, model, encoder_model=encoder_model).encoder_model
+    if index is not None:
+        _check_index(index)
+    build.check_build_numbers(batch_size, limit, workers, checkpoint_every)
+    paths = list(paths or [])
+    if from_embeddings:
+        if not paths:
+            raise OviError("--from-embeddings needs one or more .npy/.safetensors files")
+        if shard or resume or limit is not None:
+            raise OviError("--shard, --resume and --limit apply to image folders, not --from-embeddings")
+        if launch_from_env().distributed:
+            raise OviError("--from-embeddings runs in one process, not under torchrun")
+        target = _checked_target(_out_path(out, name, paths[0].stem), force,
+                                 paths + ([file_list] if file_list else []), "the input file")
+        if file_list is not None:
+            build.read_file_list(file_list.expanduser())  # a bad list is one line before the encoder loads
+        encoders = Encoders.load(encoder_model, device="cpu")
+        store = build.build_from_embeddings(
+            paths, target, {"source": encoders.source, "fingerprint": encoders.fingerprint()},
+            dim=encoders.embed_dim, file_list=file_list, index=index or "auto", force=force,
+        )
+        _print_summary(store, [], None, json_out, quiet)
+        return
+    if file_list is not None:
+        raise OviError("--file-list only applies with --from-embeddings")
+    if len(paths) != 1:
+        raise OviError("give exactly one image folder (or --from-embeddings FILES...)")
+    source = paths[0]
+    if not source.is_dir():
+        raise OviError(f"{str(source)!r} is not a folder")
+    shard_t = build.parse_shard(shard)
+    default_name = source.expanduser().absolute().name or "stats"
+    if shard_t:
+        default_name += f"-shard{shard_t[0]}of{shard_t[1]}"
+    target = _checked_target(_out_path(out, name, default_name), force, [source], "the image folder")
+    launch = launch_from_env()
+    if launch.distributed:
+        from ovi_stats.ranks import check_rank_store, rank_shard
+
+        check_rank_store(target, rank_shard(shard_t, launch.rank, launch.world_size), resume=resume, force=force)
+    device = device_for(device, launch, cuda_device_count())
+    dev = resolve_device(device)
+    show = not quiet and launch.leader  # one process draws progress and prints the store
+    # bars only on a terminal: in logs and pipes the summary line says it all
+    progress = make_progress(not show or not err_console.is_terminal)
+    task = progress.add_task("encoding images", total=None, info="")
+
+    def on_progress(p: build.BuildProgress) -> None:
+        progress.update(task, completed=p.done, total=p.total,
+                        info=f"{p.rate:.1f} img/s, {p.skipped} skipped")
+
+    kwargs = dict(batch_size=batch_size, limit=limit, workers=workers, resume=resume, force=force,
+                  checkpoint_seconds=checkpoint_every, on_progress=on_progress)
+    try:
+        with process_group(launch, device):
+            encoders = Encoders.load(encoder_model, device=dev, dtype=resolve_dtype(dtype, dev))
+            with progress:
+                if launch.distributed:
+                    from ovi_stats.ranks import build_stats_ranked
+
+                    result, store = build_stats_ranked(
+                        source, target, encoders, rank=launch.rank, world=launch.world_size,
+                        barrier=lambda: barrier(launch), shard=shard_t, index=index or "auto", **kwargs)
+                else:
+                    result = build.build_stats(source, target, encoders, index=index, shard=shard_t, **kwargs)
+                    store = result.store
+    except KeyboardInterrupt:
+        err = OviError("interrupted: no store was written; rerun the same command with --resume to continue "
+                       "from the last checkpoint")
+        err.exit_code = 130  # the usual exit status after Ctrl-C
+        raise err from None
+    if result is not None and result.resumed_from and show:
+        err_console.print(f"resumed after {result.resumed_from} files already done", markup=False)
+    if not launch.distributed:
+        _print_summary(store, result.skipped, result.seconds, json_out, quiet)
+    elif store is not None:
+        _print_summary(store, store.skipped, None, json_out, quiet)
+
+def stats_list(
+    json_out: options.Json = False,
+) -> None:
+    """List the stores under $OVI_HOME/stats, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from ovi_cli.console import warn
+    from ovi_stats.store import list_stores, stats_root
+
+    stores = list_stores(warn=warn)
+    if json_out:
+        typer.echo(json.dumps([s.describe() | {"created": s.meta.get("created")} for s in stores], indent=2))
+        return
+    console = Console()
+    if not stores:
+        console.print(f"no statistics stores in {stats_root()} (build one with `ovi build-stats DIR`)",
+                      markup=False, highlight=False)
+        return
+    table = Table(title=f"statistics stores in {stats_root()}")
+    for col in ("name", "count", "dim", "encoder", "fingerprint", "index", "created"):
+        table.add_column(col)
+    for s in stores:
+        cells = (s.name, str(s.count), str(s.dim), str(s.encoder.get("source")), s.fingerprint,
+                 str(s.index_params.get("type")), str(s.meta.get("created", ""))[:19])
+        table.add_row(*(Text(printable(c)) for c in cells))  # as text: a name is never markup
+    console.print(table)
+
+def stats_info(
+    store: Annotated[str, typer.Argument(help="Store name (under $OVI_HOME/stats) or folder.")],
+    json_out: options.Json = False,
+) -> None:
+    """Count, dim, encoder, mean norm, index and skipped files of a store."""
+    from ovi_stats.store import open_store
+
+    info = open_store(store).info()
+    if json_out:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    enc = info["encoder"]
+    lines = [
+        f"store        {info['name']}",
+        f"path         {info['path']}",
+        f"count        {info['count']}",
+        f"dim          {info['dim']}",
+        f"encoder      {enc['source']} (fingerprint {enc['fingerprint']})",
+        f"mean norm    {info['mean_norm']:.6g}",
+        f"shrinkage    {info['shrinkage']:.6g} (Ledoit-Wolf)",
+        f"index        {info['index']} {json.dumps(info['index_params'])}",
+        f"source       {info['source_dir']}",
+        f"created      {info['created']} (ovi {info['ovi_version']}, format {info['format_version']})",
+        f"skipped      {len(info['skipped'])} files",
+    ]
+    lines += [f"  {s['path']}: {s['reason']}" for s in info["skipped"]]
+    typer.echo("\n".join(printable(line) for line in lines))  # names from disk: no raw control characters
+
+def stats_merge(
+    stores: Annotated[list[str], typer.Argument(help="Two or more stores (names or folders), same encoder.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder of the merged store.")] = None,
+    name: Annotated[str | None, typer.Option(help="Or: name of the merged store under $OVI_HOME/stats.")] = None,
+    index: Annotated[str, typer.Option(help=INDEX_HELP)] = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing store at the target.")] = False,
+    quiet: options.Quiet = False,
+    json_out: options.Json = False,
+) -> None:
+    """Merge stores (e.g. shards) into one: moments combined exactly, embeddings concatenated."""
+    from ovi_stats.store import merge_stores, open_store
+
+    _check_index(index)
+    if out is None and name is None:
+        raise OviError("give --out PATH or --name NAME for the merged store")
+    target = _out_path(out, name, "")
+    opened = [open_store(s) for s in stores]
+    _checked_target(target, force, [s.path for s in opened], "the store")
+    merged = merge_stores(opened, target, index=index, force=force)
+    _print_summary(merged, merged.skipped, None, json_out, quiet)
+
+
+def stats_app() -> typer.Typer:
+    """`ovi stats list|info|merge`."""
+    app = typer.Typer(help="Statistics stores: list, inspect, merge.", no_args_is_help=True)
+    app.command("list")(stats_list)
+    app.command("info")(stats_info)
+    app.command("merge")(stats_merge)
+    return app

@@ -1,0 +1,28 @@
+"""The `ovi` console script: Ctrl-C while ovi is still importing is one line and exit 130.
+
+`ovi_cli.cli.main` maps Ctrl-C to one line once it runs, but importing Typer, Rich and the
+commands takes a few hundred milliseconds before that; this module imports nothing heavy, holds a
+quiet SIGINT handler over that window, and hands over to `cli.main`. (The first ~0.1 s, while the
+Python interpreter itself starts, are Python's.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+INTERRUPTED = "interrupted; files of unfinished results were not written"  # also `cli.main`'s line
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    os.write(2, f"ovi: error: {INTERRUPTED}\n".encode())
+    os._exit(130)
+
+
+def main() -> Any:
+    previous = signal.signal(signal.SIGINT, _interrupted)
+    from ovi_cli.cli import main as cli_main
+
+    signal.signal(signal.SIGINT, previous)
+    return cli_main()

@@ -1,1 +1,0 @@
-"""Test plugin package for ovi."""
