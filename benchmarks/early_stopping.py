@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ovi_cli.devices import resolve_dtype  # noqa: E402
 from ovi_cli.encoders import Encoders  # noqa: E402
-from ovi_cli.engine import OviSettings, auto_dtype, optimize  # noqa: E402
+from ovi_cli.engine import OviSettings, optimize  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         prompts = [ln.strip() for ln in args.prompts.read_text().splitlines() if ln.strip()][: args.n]
     enc = Encoders.load(args.encoder_model)
-    dtype = auto_dtype(enc.device, enc.token_width)
+    dtype = resolve_dtype("auto", enc.device, ovi_token_width=enc.token_width)
     print(f"# {args.encoder_model}: {len(prompts)} prompts, {args.steps} steps, dtype {str(dtype)[6:]}", flush=True)
 
     def run(patience: int, min_delta: float):

@@ -5,8 +5,11 @@
 
 For each size N (random unit vectors, dim 1280 = Kandinsky 2.2's CLIP embedding) it builds the
 index types of `ovi_stats.index` (flat = exact inner product; IVF-Flat with its `nlist`/`nprobe`;
-HNSW with its M/efSearch) and times one search of `--batch` queries for k neighbours, which is
-what the `nn` constraint does once per searched step. One OVI step (forward + backward of the
+HNSW with its M/efSearch) and the exact matmul search of the `nn` constraint's device path
+(`ovi_stats.matmul_search.MatmulSearch`: one `[B, D] x [D, N]` float32 product + `torch.topk`,
+on `--device`, over the same vectors), and times one search of `--batch` queries for k neighbours,
+which is what the `nn` constraint does once per searched step. Flat faiss and the matmul search
+are timed alternately (fastest of `--repeats` each), and their ids are compared. One OVI step (forward + backward of the
 engine, `--dtype auto`) of a named random-weight tower shape is timed on this machine for
 comparison. It prints the ratio search / step for `--nn-every 1` and the smallest `--nn-every`
 (search every K steps, neighbours reused in between) that keeps the NN cost <= 10% of a step.
@@ -54,6 +57,21 @@ def random_unit(n: int, dim: int, seed: int, chunk: int = 65_536):
         yield x
 
 
+def time_alternating(fns: dict, repeats: int, sync=lambda: None) -> dict[str, float]:
+    """Fastest seconds of each zero-argument callable, calling them in turn `repeats` times."""
+    for fn in fns.values():
+        fn()  # warm
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
 def time_search(index, queries: np.ndarray, k: int, repeats: int) -> float:
     index.search(queries, k)  # warm
     best = float("inf")
@@ -68,13 +86,14 @@ def ovi_step_seconds(shape: str, batch: int, tokens: int, steps: int = 6) -> tup
     """Fastest of a few engine steps (forward + backward + AdamW) for a random tower (a busy machine only slows)."""
     from ovi_speed import build_tower
 
-    from ovi_cli.engine import auto_dtype
+    from ovi_cli.devices import resolve_dtype
     from ovi_cli.losses import cosine
-    from ovi_cli.pseudo_tokens import encode_pseudo_tokens, init_pseudo_tokens
+    from ovi_cli.pseudo_tokens import init_pseudo_tokens, ovi_forward
 
     model = build_tower(shape, torch.device("cpu"))
     width = model.config.hidden_size
-    dtype = auto_dtype("cpu", width)
+    dtype = resolve_dtype("auto", "cpu", ovi_token_width=width)
+    forward = ovi_forward(model, dtype)  # the engine's tower (bf16 Linear weights where it runs bf16)
     p = init_pseudo_tokens(batch, tokens, width, list(range(batch))).requires_grad_(True)
     target = torch.randn(batch, model.config.projection_dim)
     opt = torch.optim.AdamW([p], lr=2e-2)
@@ -83,11 +102,31 @@ def ovi_step_seconds(shape: str, batch: int, tokens: int, steps: int = 6) -> tup
         t = time.perf_counter()
         opt.zero_grad()
         with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-            e = encode_pseudo_tokens(model, p)
+            e = forward(p)
         (1 - cosine(e, target)).sum().backward()
         opt.step()
         times.append(time.perf_counter() - t)
     return float(min(times[1:])), str(dtype)[6:]
+
+
+def ivf_rows(faiss, args, n, train_x, queries, recall_q, truth, params, rows) -> None:
+    """IVF-Flat over the same vectors: search time and recall@1 at a few nprobe."""
+    nlist = max(1, min(int(4 * math.sqrt(n)), n // 39 or 1))
+    quant = faiss.IndexFlatIP(args.dim)
+    ivf = faiss.IndexIVFFlat(quant, args.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    t = time.perf_counter()
+    ivf.cp.niter = 10  # search cost does not depend on how well the centroids converged
+    ivf.cp.min_points_per_centroid = 1
+    ivf.train(train_x)
+    for chunk in random_unit(n, args.dim, args.seed):
+        ivf.add(chunk)
+    build = time.perf_counter() - t
+    for nprobe in sorted({8, params["nprobe"], 64}):
+        ivf.nprobe = min(nprobe, nlist)
+        s = time_search(ivf, queries, args.k, args.repeats)
+        _, ids = ivf.search(recall_q, 1)
+        rows.append({"n": n, "index": f"ivf(nlist={nlist},nprobe={ivf.nprobe})", "search_ms": s * 1000,
+                     "build_s": build, "recall_at_1": float((ids[:, 0] == truth[:, 0]).mean())})
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -107,6 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch and faiss threads (0: their defaults)")
+    ap.add_argument("--device", default="cpu", help="device of the matmul search (faiss runs on the host)")
+    ap.add_argument("--skip-ivf", action="store_true")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -137,8 +178,30 @@ def main(argv: list[str] | None = None) -> dict:
         build = time.perf_counter() - t
         train_x = np.concatenate(train)[: args.ivf_train]
         _, truth = flat.search(recall_q, 1)
-        s = time_search(flat, queries, args.k, args.repeats)
-        rows.append({"n": n, "index": "flat", "search_ms": s * 1000, "build_s": build, "recall_at_1": 1.0})
+        # the matmul search over the same (already unit) vectors: a zero-copy view on the CPU
+        from ovi_stats.matmul_search import MatmulSearch
+
+        xb = torch.from_numpy(faiss.rev_swig_ptr(flat.get_xb(), n * args.dim).reshape(n, args.dim))
+        t = time.perf_counter()
+        ms = MatmulSearch(xb.to(args.device))
+        sync = (lambda: torch.cuda.synchronize()) if ms.device.type == "cuda" else (lambda: None)
+        sync()
+        copy_s = time.perf_counter() - t
+        q_dev = torch.from_numpy(queries).to(ms.device)
+
+        def matmul_step(ms=ms, q=q_dev):  # search + the neighbour vectors, all on the device
+            _, ids = ms.search(q, args.k)
+            return ms.vectors(ids)
+
+        best = time_alternating({"flat": lambda flat=flat: flat.search(queries, args.k), "matmul": matmul_step},
+                                args.repeats, sync)
+        _, mids = ms.search(torch.from_numpy(recall_q).to(ms.device), 1)
+        same = float((mids[:, 0].cpu().numpy() == truth[:, 0]).mean())
+        rows.append({"n": n, "index": "flat", "search_ms": best["flat"] * 1000, "build_s": build,
+                     "recall_at_1": 1.0})
+        rows.append({"n": n, "index": f"device-matmul({ms.device.type})", "search_ms": best["matmul"] * 1000,
+                     "build_s": copy_s, "recall_at_1": same, "matmul_vs_flat": best["flat"] / best["matmul"]})
+        del ms, xb, q_dev
         # faiss scans the vectors once per query below `distance_compute_blas_threshold` (20) queries;
         # as one BLAS matmul it reads them once per batch
         old = faiss.cvar.distance_compute_blas_threshold
@@ -148,23 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append({"n": n, "index": "flat(blas)", "search_ms": s * 1000, "build_s": build, "recall_at_1": 1.0})
         del flat  # 1M x 1280 float32 is 5 GB: one index in memory at a time
 
-        nlist = max(1, min(int(4 * math.sqrt(n)), n // 39 or 1))
-        quant = faiss.IndexFlatIP(args.dim)
-        ivf = faiss.IndexIVFFlat(quant, args.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        t = time.perf_counter()
-        ivf.cp.niter = 10  # search cost does not depend on how well the centroids converged
-        ivf.cp.min_points_per_centroid = 1
-        ivf.train(train_x)
-        for chunk in random_unit(n, args.dim, args.seed):
-            ivf.add(chunk)
-        build = time.perf_counter() - t
-        for nprobe in sorted({8, params["nprobe"], 64}):
-            ivf.nprobe = min(nprobe, nlist)
-            s = time_search(ivf, queries, args.k, args.repeats)
-            _, ids = ivf.search(recall_q, 1)
-            rows.append({"n": n, "index": f"ivf(nlist={nlist},nprobe={ivf.nprobe})", "search_ms": s * 1000,
-                         "build_s": build, "recall_at_1": float((ids[:, 0] == truth[:, 0]).mean())})
-        del ivf, quant
+        if not args.skip_ivf:
+            ivf_rows(faiss, args, n, train_x, queries, recall_q, truth, params, rows)
 
         if n <= args.hnsw_max:
             hnsw = faiss.IndexHNSWFlat(args.dim, params["hnsw_m"], faiss.METRIC_INNER_PRODUCT)
@@ -195,7 +243,8 @@ def main(argv: list[str] | None = None) -> dict:
                       f"= {100 * r['fraction_of_step']:6.1f}% of a step  -> nn-every {r['nn_every_for_10pct']:>3}  "
                       f"recall@1 {r['recall_at_1'] if r['recall_at_1'] is not None else 'n/a'}"
                       + ("  (extrapolated)" if r.get("extrapolated") else "")
-                      + (f"  build {r['build_s']:.1f}s" if r.get("build_s") else ""), flush=True)
+                      + (f"  build {r['build_s']:.1f}s" if r.get("build_s") else "")
+                      + (f"  flat/matmul {r['matmul_vs_flat']:.2f}x" if r.get("matmul_vs_flat") else ""), flush=True)
 
     result = {"step_ms": step_s * 1000, "shape": args.shape, "batch": args.batch, "k": args.k, "dim": args.dim,
               "index_params": params, "rows": rows, "seconds_total": time.perf_counter() - t0}

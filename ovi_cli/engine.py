@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -31,30 +30,13 @@ from ovi_cli.devices import autocast_context
 from ovi_cli.losses import cosine
 from ovi_cli.plugin_checks import check_term
 from ovi_cli.pseudo_tokens import init_pseudo_tokens
+from ovi_cli.schedule import get_schedule, lr_at
+from ovi_cli.settings import OviSettings
 
-# Early-stopping defaults (measured; see README, "Speed"): off unless asked for.
-DEFAULT_PATIENCE = 0
-DEFAULT_MIN_DELTA = 1e-4
-# `--dtype auto` on a CPU: bfloat16 autocast only where the CPU computes bf16 natively and the
-# vision tower is wide enough for that to pay off (measured on AMD EPYC / AVX512-BF16: slower at
-# width 32-128, 1.2-2.6x faster from width 256 up); float32 otherwise.
-CPU_BF16_MIN_WIDTH = 256
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-@dataclass
-class OviSettings:
-    """OVI hyper-parameters; defaults follow the paper and the reference implementation."""
-
-    tokens: int = 6
-    steps: int = 500
-    lr: float = 2e-2
-    weight_decay: float = 0.01
-    init_std: float = 0.02
-    patience: int = DEFAULT_PATIENCE  # stop a prompt after this many steps without improvement; 0 = never
-    min_delta: float = DEFAULT_MIN_DELTA  # what counts as an improvement of the objective
-    sync_every: int = 10  # device-to-host copies (progress, early stopping) every K steps
-    compile: bool = False  # torch.compile the forward (falls back to eager with a warning)
+# Early-stopping defaults (measured; see benchmarks/RESULTS.md): off unless asked for.
+DEFAULT_PATIENCE = OviSettings.patience
+DEFAULT_MIN_DELTA = OviSettings.min_delta
+__all__ = ["OviSettings", "OviResult", "optimize", "patience_update"]
 
 
 @dataclass
@@ -82,34 +64,6 @@ def patience_update(loss: Tensor, best: Tensor, wait: Tensor, min_delta: float) 
     """
     improved = loss < best - min_delta
     return torch.where(improved, loss, best), torch.where(improved, torch.zeros_like(wait), wait + 1)
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags the kernel reports (Linux); empty where unknown."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def auto_dtype(device: torch.device | str, token_width: int, flags: set[str] | None = None) -> torch.dtype:
-    """OVI's compute dtype for `--dtype auto`.
-
-    bfloat16 autocast on CUDA; on a CPU bfloat16 only with native bf16 instructions and a vision
-    tower at least `CPU_BF16_MIN_WIDTH` wide; float32 otherwise (and on MPS).
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.bfloat16
-    if device.type == "cpu" and token_width >= CPU_BF16_MIN_WIDTH:
-        flags = cpu_flags() if flags is None else flags
-        if any(f in flags for f in CPU_BF16_FLAGS):
-            return torch.bfloat16
-    return torch.float32
 
 
 def _default_warn(message: str) -> None:
@@ -141,149 +95,170 @@ def optimize(
 ) -> OviResult:
     """Run OVI for a batch: `embed` maps `[B, P, token_width]` pseudo-tokens to `[B, D]`.
 
-    History per prompt: `text_cosine`, `loss` and one list per constraint (`<name>`, unweighted),
-    one value per step, measured on the embedding before that step's update. Early stopping is
-    checked at the sync points (every `sync_every` steps), so `steps_used` is a multiple of it
-    (or `steps`).
+    The learning rate of step i is `lr_at(i, steps, lr, schedule)` (`ovi_cli.schedule`), Adam's
+    betas are the schedule's. History per prompt: `text_cosine`, `loss` and one list per
+    constraint (`<name>`, unweighted), one value per step, measured on the embedding before that
+    step's update. Early stopping is checked at the sync points (every `sync_every` steps), so
+    `steps_used` is a multiple of it (or `steps`).
     """
     start = time.perf_counter()
-    device = torch.device(device)
-    warn = on_warning or _default_warn
-    target = target.to(device, torch.float32)
-    batch = target.shape[0]
-    steps = int(settings.steps)
-    sync_every = max(1, int(settings.sync_every))
-    names = [c.name for c in constraints]
+    run = _Run(embed, target, token_width, seeds, settings, constraints, torch.device(device), dtype,
+               on_warning or _default_warn)
+    for step in range(run.steps):
+        cos = run.step(step)
+        done = step + 1
+        if done % run.sync_every and done != run.steps:
+            continue
+        # ---- sync point: the only host reads inside the loop ----
+        if on_progress is not None:
+            on_progress(done, run.steps, {"cos": cos.detach().cpu().tolist()})
+        if settings.patience > 0 and done != run.steps and not run.stop_finished(done):
+            break  # every prompt has stopped
+    return run.result(time.perf_counter() - start)
 
-    tokens = init_pseudo_tokens(batch, settings.tokens, token_width, list(seeds), settings.init_std)
-    tokens = tokens.to(device).requires_grad_(True)
-    optimizer = _adamw(tokens, settings)
 
-    # Per-step records stay on the device; the host reads them once at the end.
-    cos_hist = torch.zeros(steps, batch, device=device)
-    loss_hist = torch.zeros(steps, batch, device=device)
-    term_hist = torch.zeros(len(constraints), steps, batch, device=device)
+class _Run:
+    """The state of one `optimize` call: the running prompts' tokens, AdamW and the records.
 
-    rows = torch.arange(batch)  # original indices of the prompts still running (host copy)
-    rows_dev = rows.to(device)  # ... and on the device, refreshed only when the batch shrinks
-    full = True  # no prompt has left yet: records are written without an index
-    tgt = target
-    best = torch.full((batch,), float("inf"), device=device)
-    wait = torch.zeros(batch, dtype=torch.long, device=device)
-    final_tokens = torch.zeros(batch, settings.tokens, token_width)
-    steps_used = [steps] * batch
+    Per-step records live on the device; `rows` are the original indices of the prompts still
+    running (on the host, and on the device, refreshed only when the batch shrinks).
+    """
 
-    forward = embed
-    compiled = False
-    if settings.compile:
-        try:
-            forward = _compile(embed)
-            compiled = True
-        except Exception as exc:  # torch.compile itself unavailable
-            warn(f"--compile is not available here ({_first_line(exc)}); running without it")
+    def __init__(self, embed, target, token_width, seeds, settings, constraints, device, dtype, warn):
+        self.embed, self.settings, self.constraints = embed, settings, list(constraints)
+        self.device, self.dtype, self.warn = device, dtype, warn
+        self.target = target.to(device, torch.float32)
+        batch = self.batch = self.target.shape[0]
+        self.steps = int(settings.steps)
+        self.sync_every = max(1, int(settings.sync_every))
+        schedule = get_schedule(settings.schedule)
+        self.lrs = [lr_at(i, self.steps, settings.lr, schedule) for i in range(self.steps)]  # step only
 
-    def record(hist: Tensor, values: Tensor) -> None:
-        if full:
+        tokens = init_pseudo_tokens(batch, settings.tokens, token_width, list(seeds), settings.init_std)
+        self.tokens = tokens.to(device).requires_grad_(True)
+        self.optimizer = _adamw(self.tokens, settings)
+        self.cos_hist = torch.zeros(self.steps, batch, device=device)
+        self.loss_hist = torch.zeros(self.steps, batch, device=device)
+        self.term_hist = torch.zeros(len(self.constraints), self.steps, batch, device=device)
+        self.rows = torch.arange(batch)
+        self.rows_dev = self.rows.to(device)
+        self.full = True  # no prompt has left yet: records are written without an index
+        self.tgt = self.target
+        self.best = torch.full((batch,), float("inf"), device=device)
+        self.wait = torch.zeros(batch, dtype=torch.long, device=device)
+        self.final_tokens = torch.zeros(batch, settings.tokens, token_width)
+        self.steps_used = [self.steps] * batch
+
+        self.forward, self.compiled = embed, False
+        if settings.compile:
+            try:
+                self.forward, self.compiled = _compile(embed), True
+            except Exception as exc:  # torch.compile itself unavailable
+                warn(f"--compile is not available here ({_first_line(exc)}); running without it")
+
+    def _record(self, hist: Tensor, values: Tensor) -> None:
+        if self.full:
             hist.copy_(values)
         else:
-            hist.index_copy_(0, rows_dev, values)
+            hist.index_copy_(0, self.rows_dev, values)
 
-    def objective(step: int, fwd: EmbedFn) -> tuple[Tensor, Tensor, list[Tensor]]:
-        with autocast_context(device, dtype):
-            emb = fwd(tokens)
+    def _objective(self, step: int) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Forward, per-prompt objective, backward: (cos, objective, unweighted constraint terms)."""
+        with autocast_context(self.device, self.dtype):
+            emb = self.forward(self.tokens)
         emb = emb.float()
-        cos = cosine(emb, tgt)
+        cos = cosine(emb, self.tgt)
         per_prompt = 1.0 - cos
         terms = []
-        for c in constraints:
-            term = check_term(c, c.term(emb, step, rows), emb.shape[0], step)
+        for c in self.constraints:
+            term = check_term(c, c.term(emb, step, self.rows), emb.shape[0], step)
             terms.append(term)
             if c.weight != 0.0:
                 per_prompt = per_prompt + c.weight * term
         per_prompt.sum().backward()
         return cos, per_prompt, terms
 
-    for step in range(steps):
-        optimizer.zero_grad(set_to_none=True)
-        if compiled:
-            try:
-                cos, per_prompt, terms = objective(step, forward)
-            except Exception as exc:  # a compiler failure shows up on the first call(s)
-                warn(f"--compile failed ({_first_line(exc)}); running without it")
-                torch._dynamo.reset()
-                forward, compiled = embed, False
-                optimizer.zero_grad(set_to_none=True)
-                cos, per_prompt, terms = objective(step, forward)
-        else:
-            cos, per_prompt, terms = objective(step, forward)
-        optimizer.step()
+    def step(self, step: int) -> Tensor:
+        """One AdamW step at the scheduled lr, recorded on the device; returns the cosines."""
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            cos, per_prompt, terms = self._objective(step)
+        except Exception as exc:  # a compiler failure shows up on the first call(s)
+            if not self.compiled:
+                raise
+            self.warn(f"--compile failed ({_first_line(exc)}); running without it")
+            torch._dynamo.reset()
+            self.forward, self.compiled = self.embed, False
+            self.optimizer.zero_grad(set_to_none=True)
+            cos, per_prompt, terms = self._objective(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lrs[step]
+        self.optimizer.step()
         with torch.no_grad():
-            record(cos_hist[step], cos.detach())
-            record(loss_hist[step], per_prompt.detach())
+            self._record(self.cos_hist[step], cos.detach())
+            self._record(self.loss_hist[step], per_prompt.detach())
             for i, term in enumerate(terms):
-                record(term_hist[i, step], term.detach().float())
-            if settings.patience > 0:
-                best, wait = patience_update(per_prompt.detach(), best, wait, settings.min_delta)
+                self._record(self.term_hist[i, step], term.detach().float())
+            if self.settings.patience > 0:
+                self.best, self.wait = patience_update(per_prompt.detach(), self.best, self.wait,
+                                                       self.settings.min_delta)
+        return cos
 
-        done = step + 1
-        if done % sync_every and done != steps:
-            continue
-        # ---- sync point: the only host reads inside the loop ----
-        if on_progress is not None:
-            on_progress(done, steps, {"cos": cos.detach().cpu().tolist()})
-        if settings.patience > 0 and done != steps:
-            stop = (wait >= settings.patience).cpu()
-            if bool(stop.any()):
-                for j in rows[stop].tolist():
-                    steps_used[j] = done
-                final_tokens[rows[stop]] = tokens.detach()[stop.to(device)].float().cpu()
-                keep = ~stop
-                if not bool(keep.any()):
-                    rows = rows[keep]
-                    break
-                keep_dev = keep.to(device)
-                tokens, optimizer = _shrink(tokens, optimizer, keep_dev, settings)
-                rows = rows[keep]
-                rows_dev = rows.to(device)
-                tgt, best, wait = tgt[keep_dev], best[keep_dev], wait[keep_dev]
-                full = False
+    def stop_finished(self, done: int) -> bool:
+        """Early stopping at a sync point: finished prompts keep their tokens and leave the batch.
 
-    if rows.numel():
-        final_tokens[rows] = tokens.detach().float().cpu()
-    with torch.no_grad(), autocast_context(device, dtype):
-        final = embed(final_tokens.to(device))  # eager: a no-grad call would recompile
-    final = final.float()
-    final_cos = cosine(final, target).cpu().tolist()
-    everyone = torch.arange(batch)
-    with torch.no_grad():
-        constraint_finals = {
-            c.name: c.term(final, steps, everyone).float().cpu().tolist() for c in constraints
-        }
+        Returns False when no prompt is left running.
+        """
+        stop = (self.wait >= self.settings.patience).cpu()
+        if not bool(stop.any()):
+            return True
+        for j in self.rows[stop].tolist():
+            self.steps_used[j] = done
+        self.final_tokens[self.rows[stop]] = self.tokens.detach()[stop.to(self.device)].float().cpu()
+        keep = ~stop
+        self.rows = self.rows[keep]
+        if not bool(keep.any()):
+            return False
+        keep_dev = keep.to(self.device)
+        self.tokens, self.optimizer = _shrink(self.tokens, self.optimizer, keep_dev, self.settings)
+        self.rows_dev = self.rows.to(self.device)
+        self.tgt, self.best, self.wait = self.tgt[keep_dev], self.best[keep_dev], self.wait[keep_dev]
+        self.full = False
+        return True
 
-    cos_np = cos_hist.cpu()
-    loss_np = loss_hist.cpu()
-    terms_np = term_hist.cpu()
-    history = []
-    for b in range(batch):
-        n = steps_used[b]
-        rec = {"text_cosine": cos_np[:n, b].tolist(), "loss": loss_np[:n, b].tolist()}
-        for i, name in enumerate(names):
-            rec[name] = terms_np[i, :n, b].tolist()
-        history.append(rec)
-    return OviResult(
-        image_embeds=final.detach().cpu(),
-        text_cosine=final_cos,
-        steps_used=steps_used,
-        history=history,
-        constraint_finals=constraint_finals,
-        seconds=time.perf_counter() - start,
-        compiled=compiled,
-        tokens=final_tokens,
-    )
+    def result(self, seconds: float) -> OviResult:
+        """The last iterates' embeddings (one eager no-grad forward), final terms and the history."""
+        if self.rows.numel():
+            self.final_tokens[self.rows] = self.tokens.detach().float().cpu()
+        with torch.no_grad(), autocast_context(self.device, self.dtype):
+            final = self.embed(self.final_tokens.to(self.device))  # eager: a no-grad call would recompile
+        final = final.float()
+        everyone = torch.arange(self.batch)
+        with torch.no_grad():
+            finals = {c.name: c.term(final, self.steps, everyone).float().cpu().tolist() for c in self.constraints}
+        cos_np, loss_np, terms_np = self.cos_hist.cpu(), self.loss_hist.cpu(), self.term_hist.cpu()
+        history = []
+        for b in range(self.batch):
+            n = self.steps_used[b]
+            rec = {"text_cosine": cos_np[:n, b].tolist(), "loss": loss_np[:n, b].tolist()}
+            for i, c in enumerate(self.constraints):
+                rec[c.name] = terms_np[i, :n, b].tolist()
+            history.append(rec)
+        return OviResult(
+            image_embeds=final.detach().cpu(),
+            text_cosine=cosine(final, self.target).cpu().tolist(),
+            steps_used=self.steps_used,
+            history=history,
+            constraint_finals=finals,
+            seconds=seconds,
+            compiled=self.compiled,
+            tokens=self.final_tokens,
+        )
 
 
 def _adamw(tokens: Tensor, settings: OviSettings) -> torch.optim.Optimizer:
-    return torch.optim.AdamW([tokens], lr=settings.lr, weight_decay=settings.weight_decay)
+    betas = get_schedule(settings.schedule).betas
+    return torch.optim.AdamW([tokens], lr=settings.lr, betas=betas, weight_decay=settings.weight_decay)
 
 
 def _shrink(tokens: Tensor, optimizer: torch.optim.Optimizer, keep: Tensor, settings: OviSettings):

@@ -11,11 +11,6 @@ def cosine(a: Tensor, b: Tensor) -> Tensor:
     return F.cosine_similarity(a.float(), b.float(), dim=-1)
 
 
-def ovi_loss(embeds: Tensor, target: Tensor) -> Tensor:
-    """`L_OVI = 1 - cos(f_I(p), f_T(t))`, one value per prompt."""
-    return 1.0 - cosine(embeds, target)
-
-
 def mahalanobis_sq(embeds: Tensor, mean: Tensor, chol: Tensor) -> Tensor:
     """Squared Mahalanobis distance `(e - mu)^T P (e - mu)` per row, with `P = L L^T`.
 

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from ovi_cli.schedule import SCHEDULES
+
 MODELS = "Models"
 OVI = "OVI"
 CONSTRAINTS = "Constraints"
@@ -35,7 +37,14 @@ Decoder = Annotated[str, typer.Option(
     rich_help_panel=MODELS, help="Decoder plugin: kandinsky22, toy (--model toy), or embeds (no image).")]
 
 Tokens = Annotated[int, typer.Option(rich_help_panel=OVI, help="Number of OVI pseudo-tokens.")]
-Steps = Annotated[int, typer.Option(rich_help_panel=OVI, help="OVI optimisation steps.")]
+Steps = Annotated[int | None, typer.Option(
+    rich_help_panel=OVI, show_default=False,
+    help="OVI optimisation steps (default: the schedule's: "
+    + ", ".join(f"{k} {v.steps}" for k, v in SCHEDULES.items()) + ").")]
+Schedule = Annotated[str, typer.Option(
+    rich_help_panel=OVI, help="OVI learning-rate schedule: " + " | ".join(SCHEDULES) + " (paper: the paper's "
+    "constant lr; fast: warm-up, 3x lr held, cosine tail, Adam beta2 0.9: the same embedding in a third of "
+    "the steps, see docs/speed.md).")]
 Lr = Annotated[float, typer.Option(rich_help_panel=OVI, help="OVI AdamW learning rate.")]
 WeightDecay = Annotated[float, typer.Option(rich_help_panel=OVI, help="OVI AdamW weight decay.")]
 Patience = Annotated[int, typer.Option(

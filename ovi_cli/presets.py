@@ -25,6 +25,8 @@ def apply_model(
     unknown = sorted(set(values) - known)
     if unknown:
         raise OviError(f"model preset {name!r} sets unknown settings: {', '.join(unknown)}")
+    if "schedule" in explicit:  # a preset's step count is for the default schedule; --schedule brings its own
+        values.pop("steps", None)
     preset.activate()
     return replace(settings, **{k: v for k, v in values.items() if k not in explicit})
 

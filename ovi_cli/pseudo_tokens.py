@@ -6,6 +6,8 @@ functions work on any transformers `CLIPVisionModelWithProjection` (or look-alik
 
 from __future__ import annotations
 
+import copy
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -128,3 +130,59 @@ def _last_layer_class_token(layer, hidden: Tensor) -> Tensor:
     c = hidden[:, :1] + attn.out_proj(o)
     c = c + layer.mlp(layer.layer_norm2(c))
     return c[:, 0]
+
+
+# ---- the tower OVI's loop runs through ----------------------------------------------------------
+_LOWP_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def lowp_linear_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A copy of a frozen `model` whose `nn.Linear` weights and biases are cast to `dtype` once.
+
+    Every other parameter (LayerNorms, embeddings: float32 on a CPU, where autocast needs them so)
+    is *shared* with `model`, not copied; buffers are copied. Under autocast in `dtype` the copy
+    computes exactly what `model` computes (autocast would cast the same weights the same way,
+    round to nearest even, on every call), without re-casting them every step.
+    """
+    memo: dict[int, object] = {}
+    for mod in model.modules():
+        for p in mod.parameters(recurse=False):
+            if isinstance(mod, torch.nn.Linear):
+                memo[id(p)] = torch.nn.Parameter(p.detach().to(dtype), requires_grad=False)
+            else:
+                memo[id(p)] = p
+    return copy.deepcopy(model, memo)
+
+
+def ovi_tower(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """The vision tower for OVI's loop at compute dtype `dtype`.
+
+    `model` itself for float32 or when its Linear weights already are in `dtype` (CUDA loads them
+    so); otherwise a copy with `dtype` Linear weights (`lowp_linear_copy`), made once per
+    (model, dtype, device) and cached while `model` lives. The copy serves OVI only; other users
+    of `model` (text and image encoding) are untouched.
+    """
+    if dtype == torch.float32 or not _floating_linear_weights_differ(model, dtype):
+        return model
+    device = next(model.parameters()).device
+    copies = _LOWP_COPIES.setdefault(model, {})
+    key = (dtype, str(device))
+    tower = copies.get(key)
+    if tower is None:
+        copies.clear()  # a moved model: drop copies made on another device
+        tower = copies[key] = lowp_linear_copy(model, dtype)
+    return tower
+
+
+def _floating_linear_weights_differ(model: torch.nn.Module, dtype: torch.dtype) -> bool:
+    return any(isinstance(m, torch.nn.Linear) and m.weight.dtype != dtype for m in model.modules())
+
+
+def ovi_forward(model: torch.nn.Module, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
+    """`tokens -> image embeddings` through `ovi_tower(model, dtype)` (run it under autocast)."""
+    tower = ovi_tower(model, dtype)
+
+    def forward(tokens: Tensor) -> Tensor:
+        return encode_pseudo_tokens(tower, tokens)
+
+    return forward

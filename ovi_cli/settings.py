@@ -1,5 +1,8 @@
 """The settings of one `ovi gen` run, shared by the CLI, the library and the plugins.
 
+`OviSettings` holds OVI's optimiser settings, with their defaults, once; `GenSettings` (a whole
+`gen` run) extends it, so the OVI prior passes a run's settings to the engine as they are.
+
 Light on purpose (no torch): the commands read their defaults from here before any model loads.
 """
 
@@ -8,24 +11,50 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ovi_cli.errors import OviError
+from ovi_cli.schedule import DEFAULT_SCHEDULE, Schedule, get_schedule
+
 DEFAULT_ENCODER_MODEL = "kandinsky-community/kandinsky-2-2-prior"
 DEFAULT_DECODER_MODEL = "kandinsky-community/kandinsky-2-2-decoder"
 NEGATIVE_KINDS = ("zero-image", "zeros")
 
 
 @dataclass
-class GenSettings:
+class OviSettings:
+    """OVI hyper-parameters; the `paper` schedule's defaults follow the paper and its reference code.
+
+    `steps=None` takes the schedule's own step count (paper 500, fast: see `ovi_cli.schedule`);
+    it is resolved when the settings are made, so `steps` is always a number afterwards.
+    """
+
+    tokens: int = 6
+    steps: int | None = None  # None: the schedule's step count
+    lr: float = 2e-2  # the schedule's peak is `peak_factor * lr`
+    weight_decay: float = 0.01
+    schedule: str | Schedule = DEFAULT_SCHEDULE  # "paper" | "fast" (or a `Schedule`)
+    init_std: float = 0.02
+    patience: int = 0  # stop a prompt after this many steps without improvement; 0 = never
+    min_delta: float = 1e-4  # what counts as an improvement of the objective
+    sync_every: int = 10  # device-to-host copies (progress, early stopping) every K steps
+    compile: bool = False  # torch.compile the forward (falls back to eager with a warning)
+
+    def __post_init__(self) -> None:
+        try:
+            schedule = get_schedule(self.schedule)
+        except ValueError as exc:
+            raise OviError(f"--schedule: {exc}") from None
+        if self.steps is None:
+            self.steps = schedule.steps
+
+
+@dataclass
+class GenSettings(OviSettings):
+    """One `gen` run: OVI's settings (inherited) and everything around them."""
+
     prior: str = "ovi"
     decoder: str = "kandinsky22"
     encoder_model: str = DEFAULT_ENCODER_MODEL
     decoder_model: str = DEFAULT_DECODER_MODEL
-    # OVI
-    tokens: int = 6
-    steps: int = 500
-    lr: float = 2e-2
-    weight_decay: float = 0.01
-    patience: int = 0
-    min_delta: float = 1e-4
     seed: int = 0
     constraints: list[str] = field(default_factory=list)  # "NAME[:WEIGHT]"
     stats: str | None = None
@@ -41,10 +70,9 @@ class GenSettings:
     # execution
     device: str = "auto"
     dtype: str = "auto"
-    compile: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self)  # a `Schedule` object becomes a dict of its fields
 
     def check(self) -> None:
         """Every number finite and in range (one-line `OviError`s), before anything loads."""

@@ -10,8 +10,10 @@ the unweighted `term_c`.
   `||L^T (e - mu)||^2` with the store's precomputed Cholesky factor `P = L L^T`.
 - `nn` (default weight 0.5): `mean_{j=1..k} (1 - cos(e, n_j))`, `n_1..n_k` the raw stored
   embeddings of the `k` nearest images to the current embedding (`--option nn.k`, default 1),
-  searched in the store's faiss index (cosine) every `--option nn.every` steps (default 1) and
-  held constant in between and within a step (no gradient flows through the search).
+  searched (cosine) every `--option nn.every` steps (default 1) and held constant in between and
+  within a step (no gradient flows through the search): exactly, by one matmul on the device,
+  where the store's embeddings fit its memory budget, in the store's faiss index otherwise
+  (`--option nn.search`, `choose_search`).
 
 Light on import (torch and numpy load when a constraint is built), so listing plugins is cheap.
 """
@@ -25,7 +27,6 @@ from ovi_cli.api import Constraint, ConstraintContext, PluginOption
 from ovi_cli.errors import OviError
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
     from torch import Tensor
 
@@ -100,15 +101,43 @@ class MahalanobisConstraint(Constraint):
         return [{"distance": d, "cosine_to_mean": c} for d, c in zip(d2, cos)]
 
 
+SEARCH_MODES = ("auto", "matmul", "faiss")
+
+
+def choose_search(mode: str, device_type: str, index_type: str, fits: bool) -> str:
+    """How the `nn` constraint searches: `device-matmul` or `faiss-<index type>`.
+
+    `auto`: on an accelerator (CUDA, MPS) an exact matmul search on the device whenever the store's
+    embeddings fit its budget (`ovi_stats.matmul_search.fits`), faiss otherwise; on a CPU the
+    matmul search replaces only a *flat* faiss index (same neighbours, 3-4.5x faster at OVI's batch
+    sizes: docs/speed.md), and an approximate index (HNSW/IVF, stores above 100k images) stays,
+    since an exact scan of 1M vectors costs a CPU more than a ViT-B/32 step. `matmul` / `faiss`
+    force one (`matmul` still needs the budget).
+    """
+    if mode not in SEARCH_MODES:
+        raise OviError(f"--option nn.search must be one of {', '.join(SEARCH_MODES)} (got {mode!r})")
+    faiss_kind = f"faiss-{index_type}"
+    if mode == "faiss" or not fits:
+        return faiss_kind
+    if mode == "matmul" or device_type != "cpu" or index_type == "flat":
+        return "device-matmul"
+    return faiss_kind
+
+
 class NearestNeighborConstraint(Constraint):
-    """`mean_{j<=k} (1 - cos(e, n_j))`, `n_j` the raw stored embeddings nearest to `e` (faiss).
+    """`mean_{j<=k} (1 - cos(e, n_j))`, `n_j` the stored embeddings nearest to `e` (cosine).
 
     Options (`--option nn.k=K`, `--option nn.every=E`; aliases `--nn-k`, `--nn-every`): `k`
     neighbours (default 1), searched with the detached current embedding at steps 0, E, 2E, ...
     for `every = E` (default 1: every step) and reused in between, per prompt (by its row in the
     original batch, since finished prompts leave the batch). The final embedding (evaluated
     without autograd) is always searched afresh, so its term and the sidecar's neighbours agree.
-    Sidecar values: `k`, `every`, `searches` (index searches made for the prompt, the final one
+    `--option nn.search` (`auto` | `matmul` | `faiss`, see `choose_search`): either one exact
+    matmul against the store's normalised embeddings kept on the device (`device-matmul`: no host
+    round trip per step) or the store's faiss index on the host (`faiss-flat`, `faiss-hnsw`,
+    `faiss-ivf`). The term is a cosine, so it does not depend on the stored vectors' scale: the
+    device path uses the normalised ones, the faiss path the raw ones.
+    Sidecar values: `k`, `every`, `search`, `searches` (index searches made for the prompt, the final one
     included) and `neighbours`: `[{file, id, cosine}]` of the final embedding, nearest first.
     """
 
@@ -120,6 +149,9 @@ class NearestNeighborConstraint(Constraint):
         PluginOption("k", int, 1, "neighbours per search (the term is the mean over them)", minimum=1),
         PluginOption("every", int, 1, "search the index every E steps (neighbours are reused between)",
                      minimum=1),
+        PluginOption("search", str, "auto", "auto: exact matmul on the device where the embeddings fit "
+                     "(on a CPU only instead of a flat index), else faiss; matmul; faiss",
+                     choices=SEARCH_MODES),
     )
 
     def __init__(self, weight: float, context: ConstraintContext) -> None:
@@ -133,27 +165,55 @@ class NearestNeighborConstraint(Constraint):
         count = int(self.store.count)
         if self.k > count:
             raise OviError(f"--option nn.k={self.k} is more than the {count} images in the stats store")
+        self.search_kind = self._choose(str(opts.get("search", "auto")), torch.device(context.device))
+        self._matmul = None
+        if self.search_kind == "device-matmul":
+            from ovi_stats.matmul_search import MatmulSearch
+
+            self._matmul = MatmulSearch.from_store(self.store, context.device)
         self._vectors: Tensor | None = None  # [R, k, D] float32 on the device, by original row
         self._have = torch.zeros(0, dtype=torch.bool)  # [R]: row R has neighbours
         self._searches = torch.zeros(0, dtype=torch.long)  # [R]: index searches for row R
+        self._rows_host: Tensor | None = None  # the last `rows` seen, and its copy on the device
+        self._rows_dev: Tensor | None = None
 
-    # ---- the index --------------------------------------------------------------------------
-    def neighbours(self, embeds: Tensor) -> tuple[np.ndarray, np.ndarray, Tensor]:
-        """(faiss cosines `[B, k]`, ids `[B, k]`, raw stored embeddings `[B, k, D]` on the device)."""
+    def _choose(self, mode: str, device: torch.device) -> str:
+        from ovi_stats.matmul_search import fits, free_bytes
+
+        index_type = str((getattr(self.store, "index_params", None) or {}).get("type", "flat"))
+        ok = mode != "faiss" and fits(int(self.store.count), int(self.store.dim), free_bytes(device))
+        if mode == "matmul" and not ok:
+            raise OviError("--option nn.search=matmul: the store's embeddings do not fit the device's memory "
+                           "budget (a quarter of its free memory)")
+        return choose_search(mode, device.type, index_type, ok)
+
+    # ---- the search ---------------------------------------------------------------------------
+    def neighbours(self, embeds: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(cosines `[B, k]`, ids `[B, k]`, stored embeddings `[B, k, D]` on the device of `embeds`).
+
+        Device path: all three on the device, nothing copied to the host; a diverged (non-finite)
+        embedding is checked for only outside autograd (the final evaluation and the report), since
+        the check waits for the device. Faiss path: cosines and ids on the host, the raw stored
+        embeddings copied to the device.
+        """
         import numpy as np
         import torch
 
+        if self._matmul is not None:
+            if not torch.is_grad_enabled() and not bool(torch.isfinite(embeds).all()):
+                raise OviError(_DIVERGED)
+            cos, ids = self._matmul.search(embeds, self.k)
+            return cos, ids, self._matmul.vectors(ids).to(embeds.device)
         queries = np.ascontiguousarray(embeds.detach().float().cpu().numpy(), dtype=np.float32)
         if not np.isfinite(queries).all():
-            raise OviError("constraint 'nn': the embedding being optimised became NaN or infinite (the optimisation "
-                           "diverged); lower --lr / --weight-decay or the constraint weights")
+            raise OviError(_DIVERGED)
         cos, ids = self.store.search(queries, self.k)
         ids = np.asarray(ids, dtype=np.int64)
         if (ids < 0).any():
             raise OviError(f"the stats store's index returned fewer than {self.k} neighbours (--nn-k)")
         vectors = np.asarray(self.store.embeddings[ids.reshape(-1)], dtype=np.float32)
         vectors = torch.from_numpy(vectors.reshape(ids.shape[0], self.k, -1)).to(embeds.device)
-        return np.asarray(cos), ids, vectors
+        return torch.from_numpy(np.asarray(cos)), torch.from_numpy(ids), vectors
 
     def _ensure(self, rows: int, dim: int, device: torch.device) -> None:
         import torch
@@ -174,20 +234,31 @@ class NearestNeighborConstraint(Constraint):
 
         from ovi_cli.losses import nn_term
 
-        rows = torch.as_tensor(rows, dtype=torch.long).cpu()
+        if not (torch.is_tensor(rows) and rows.device.type == "cpu" and rows.dtype == torch.long):
+            rows = torch.as_tensor(rows, dtype=torch.long).cpu()
         if step == 0:  # a new batch: forget the neighbours of the previous one
             self._have = torch.zeros_like(self._have)
             self._searches = torch.zeros_like(self._searches)
         self._ensure(int(rows.max()) + 1, embeds.shape[-1], embeds.device)
         assert self._vectors is not None
+        rows_dev = self._on_device(rows, embeds.device)
         fresh = step % self.every == 0 or not torch.is_grad_enabled()
         need = torch.ones_like(rows, dtype=torch.bool) if fresh else ~self._have[rows]
-        if need.any():
+        if fresh:  # everyone: no boolean mask on the device (that would wait for it)
+            _, _, vectors = self.neighbours(embeds)
+            self._vectors[rows_dev] = vectors
+        elif need.any():
             _, _, vectors = self.neighbours(embeds[need.to(embeds.device)])
             self._vectors[rows[need].to(embeds.device)] = vectors
-            self._have[rows[need]] = True
-            self._searches[rows[need]] += 1
-        return nn_term(embeds, self._vectors[rows.to(embeds.device)])
+        self._have[rows[need]] = True
+        self._searches[rows[need]] += 1
+        return nn_term(embeds, self._vectors[rows_dev])
+
+    def _on_device(self, rows: Tensor, device: torch.device) -> Tensor:
+        """`rows` on the device, copied only when the engine hands over a new rows tensor."""
+        if self._rows_host is not rows or self._rows_dev is None or self._rows_dev.device != device:
+            self._rows_host, self._rows_dev = rows, rows.to(device)
+        return self._rows_dev
 
     def report(self, embeds: Tensor) -> list[dict[str, Any]]:
         import torch
@@ -197,13 +268,19 @@ class NearestNeighborConstraint(Constraint):
         with torch.no_grad():
             _, ids, vectors = self.neighbours(embeds)
             cos = cosine(embeds.float().unsqueeze(1).to(vectors.device), vectors).cpu().tolist()
+            ids = ids.cpu().tolist()
         files = self.store.files
         out = []
         for b in range(embeds.shape[0]):
             hits = [{"file": str(files[int(i)]), "id": int(i), "cosine": float(c)} for i, c in zip(ids[b], cos[b])]
             searches = int(self._searches[b]) if b < self._searches.shape[0] else 0
-            out.append({"k": self.k, "every": self.every, "searches": searches, "neighbours": hits})
+            out.append({"k": self.k, "every": self.every, "search": self.search_kind, "searches": searches,
+                        "neighbours": hits})
         return out
+
+
+_DIVERGED = ("constraint 'nn': the embedding being optimised became NaN or infinite (the optimisation "
+             "diverged); lower --lr / --weight-decay or the constraint weights")
 
 
 def _positive_int(value: Any, flag: str) -> int:

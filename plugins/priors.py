@@ -17,22 +17,21 @@ class OviPrior(Prior):
     uses_constraints = True
 
     def embed(self, job: PriorJob) -> PriorOutput:
-        from ovi_cli.engine import OviSettings, auto_dtype, optimize
+        from ovi_cli.devices import resolve_dtype
+        from ovi_cli.engine import optimize
+        from ovi_cli.pseudo_tokens import ovi_forward
 
-        s = job.settings
-        settings = OviSettings(
-            tokens=s.tokens, steps=s.steps, lr=s.lr, weight_decay=s.weight_decay,
-            patience=s.patience, min_delta=s.min_delta, compile=bool(getattr(s, "compile", False)),
-        )
+        s = job.settings  # a GenSettings: it is an OviSettings, passed to the engine as it is
         enc = job.encoders
-        # `--dtype auto`: OVI's loop may use bf16 autocast on a CPU where that was measured faster
-        dtype = auto_dtype(enc.device, enc.token_width) if getattr(s, "dtype", "auto") == "auto" else enc.dtype
+        # the one dtype policy; OVI's loop may use bf16 on a CPU where that was measured faster,
+        # through a copy of the vision tower with bf16 Linear weights (the same numbers, cast once)
+        dtype = resolve_dtype(s.dtype, enc.device, ovi_token_width=enc.token_width)
         result = optimize(
-            enc.encode_pseudo_tokens,
+            ovi_forward(enc.image_encoder, dtype),
             job.text.text_embeds,
             token_width=enc.token_width,
             seeds=job.seeds,
-            settings=settings,
+            settings=s,
             constraints=job.constraints,
             device=enc.device,
             dtype=dtype,
@@ -44,6 +43,8 @@ class OviPrior(Prior):
         records = []
         for b in range(len(job.prompts)):
             records.append({
+                "steps": s.steps,
+                "schedule": s.schedule if isinstance(s.schedule, str) else s.schedule.name,
                 "steps_used": result.steps_used[b],
                 "ovi_dtype": str(dtype).replace("torch.", ""),
                 "compiled": result.compiled,

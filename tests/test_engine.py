@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ovi_cli import engine
-from ovi_cli.engine import OviSettings, auto_dtype, optimize, patience_update
+from ovi_cli.devices import resolve_dtype
+from ovi_cli.engine import OviSettings, optimize, patience_update
 from ovi_cli.pseudo_tokens import (
     encode_pseudo_tokens,
     expand_tokens,
@@ -56,13 +57,23 @@ def test_patience_update_exact():
     assert new_wait.tolist() == [0, 1, 0]
 
 
-def test_auto_dtype_rule():
+def test_one_dtype_policy():
     bf16 = {"avx512f", "avx512_bf16"}
-    assert auto_dtype("cpu", 1664, flags=bf16) == torch.bfloat16
-    assert auto_dtype("cpu", 256, flags={"amx_bf16"}) == torch.bfloat16
-    assert auto_dtype("cpu", 32, flags=bf16) == torch.float32  # too narrow to pay off
-    assert auto_dtype("cpu", 1664, flags={"avx2"}) == torch.float32  # no native bf16
-    assert auto_dtype("cuda", 32, flags=set()) == torch.bfloat16
+
+    def ovi(device, width, flags):
+        return resolve_dtype("auto", device, ovi_token_width=width, flags=flags)
+
+    assert ovi("cpu", 1664, bf16) == torch.bfloat16
+    assert ovi("cpu", 256, {"amx_bf16"}) == torch.bfloat16
+    assert ovi("cpu", 32, bf16) == torch.float32  # too narrow to pay off
+    assert ovi("cpu", 1664, {"avx2"}) == torch.float32  # no native bf16
+    assert ovi("cuda", 32, set()) == torch.bfloat16
+    assert ovi("mps", 1664, bf16) == torch.float32
+    # the towers' own encodings stay float32 on every CPU; an explicit name always wins
+    assert resolve_dtype("auto", "cpu", flags=bf16) == torch.float32
+    assert resolve_dtype("auto", "cuda") == torch.bfloat16
+    assert resolve_dtype("float16", "cpu", ovi_token_width=1664, flags=bf16) == torch.float16
+    assert resolve_dtype("FLOAT32", "cuda") == torch.float32
 
 
 # ---- the vision-tower forward ---------------------------------------------------------------
@@ -261,13 +272,40 @@ def test_speed_benchmark_smallest_mode_ends_with_json():
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "ovi_speed.py"
     out = subprocess.run(
-        [sys.executable, str(script), "--steps", "3", "--batch", "2", "--peak-seconds", "0.2"],
+        [sys.executable, str(script), "--steps", "3", "--engine-steps", "3", "--batch", "2", "--peak-seconds", "0.2"],
         capture_output=True, text=True, timeout=120, check=True,
     )
     last = json.loads(out.stdout.strip().splitlines()[-1])
-    for key in ("speedup", "cos_engine", "cos_reference", "fraction_of_matmul_peak", "steps_saved", "goal_met"):
+    for key in ("speedup", "cos_engine", "cos_reference", "fraction_of_matmul_peak", "steps_engine",
+                "steps_reference", "equal_cosine", "engine_settings", "reference_settings"):
         assert key in last, key
     for key in ("speedup", "cos_engine", "cos_reference", "fraction_of_matmul_peak"):
         assert math.isfinite(last[key]) and last[key] > 0, key
-    # same start, same steps: the two loops agree closely (bf16 vs fp32 rounding at most)
-    assert abs(last["cos_engine"] - last["cos_reference"]) < 0.01
+    assert (last["steps_engine"], last["steps_reference"], last["schedule"]) == (3, 3, "fast")
+    assert "schedule fast" in out.stdout and "reference: 3 steps" in out.stdout  # both settings printed
+
+
+# ---- the bf16 tower of OVI's loop -------------------------------------------------------------
+def test_ovi_tower_bf16_copy_computes_what_autocast_computes(encoders):
+    from ovi_cli.pseudo_tokens import ovi_forward, ovi_tower
+
+    model = encoders.image_encoder
+    assert ovi_tower(model, torch.float32) is model  # float32 stays the model itself
+    tower = ovi_tower(model, torch.bfloat16)
+    assert tower is not model and ovi_tower(model, torch.bfloat16) is tower  # made once, cached
+    lin = [m for m in tower.modules() if isinstance(m, torch.nn.Linear)]
+    assert lin and all(m.weight.dtype == torch.bfloat16 for m in lin)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the original is untouched
+    shared = tower.vision_model.pre_layrnorm.weight
+    assert shared is model.vision_model.pre_layrnorm.weight  # non-Linear parameters are shared
+
+    x = init_pseudo_tokens(3, 2, encoders.token_width, [0, 1, 2], std=1.0).requires_grad_(True)
+    y = x.detach().clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a = encode_pseudo_tokens(model, x)
+        b = ovi_forward(model, torch.bfloat16)(y)
+    a.float().sum().backward()
+    b.float().sum().backward()
+    assert torch.equal(a, b) and torch.equal(x.grad, y.grad)  # bit for bit
+    # other users of the tower still run float32 on the CPU
+    assert encoders.zero_image_embeds().dtype == torch.float32

@@ -69,7 +69,7 @@ def test_gen_records_resolved_options_and_alias_equals_option(run_cli, tmp_path)
         assert res.code == 0, res.stderr
         outs[label] = json.loads(out.with_suffix(".json").read_text())
     for sc in outs.values():
-        assert sc["options"]["nn"] == {"k": 2, "every": 1}
+        assert sc["options"]["nn"] == {"k": 2, "every": 1, "search": "auto"}
         assert len(sc["constraint_values"]["nn"]["neighbours"]) == 2
     assert outs["alias"]["text_cosine"] == outs["option"]["text_cosine"]
 

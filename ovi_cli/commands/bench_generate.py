@@ -83,6 +83,7 @@ def generate(
     decoder_model: options.DecoderModel = GenSettings.decoder_model,
     tokens: options.Tokens = GenSettings.tokens,
     steps: options.Steps = GenSettings.steps,
+    schedule: options.Schedule = GenSettings.schedule,
     lr: options.Lr = GenSettings.lr,
     weight_decay: options.WeightDecay = GenSettings.weight_decay,
     patience: options.Patience = GenSettings.patience,

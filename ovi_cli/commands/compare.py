@@ -66,6 +66,7 @@ def compare(
     decoder_model: options.DecoderModel = GenSettings.decoder_model,
     tokens: options.Tokens = GenSettings.tokens,
     steps: options.Steps = GenSettings.steps,
+    schedule: options.Schedule = GenSettings.schedule,
     lr: options.Lr = GenSettings.lr,
     weight_decay: options.WeightDecay = GenSettings.weight_decay,
     seed: Annotated[int, typer.Option(
@@ -130,7 +131,8 @@ def compare(
     settings = settings_from_flags(
         ctx, model,
         prior="ovi", decoder=decoder, encoder_model=encoder_model, decoder_model=decoder_model,
-        tokens=tokens, steps=steps, lr=lr, weight_decay=weight_decay, seed=seed, stats=stats,
+        tokens=tokens, steps=steps, schedule=schedule, lr=lr, weight_decay=weight_decay, seed=seed,
+        stats=stats,
         negative=negative, height=height, width=width, decoder_steps=decoder_steps,
         guidance_scale=guidance_scale, device=device, dtype=dtype,
         options=plugin_options(option, {

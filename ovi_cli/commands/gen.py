@@ -125,6 +125,7 @@ def gen(
     decoder_model: options.DecoderModel = GenSettings.decoder_model,
     tokens: options.Tokens = GenSettings.tokens,
     steps: options.Steps = GenSettings.steps,
+    schedule: options.Schedule = GenSettings.schedule,
     lr: options.Lr = GenSettings.lr,
     weight_decay: options.WeightDecay = GenSettings.weight_decay,
     patience: options.Patience = GenSettings.patience,
