@@ -112,10 +112,6 @@ def build_stats(
     (e.g. --model toy for the toy world).
     """
     from ovi_cli.commands.common import settings_from_flags
-    from ovi_cli.console import err_console, make_progress
-    from ovi_cli.devices import resolve_device, resolve_dtype
-    from ovi_cli.distributed import barrier, cuda_device_count, device_for, launch_from_env, process_group
-    from ovi_cli.encoders import Encoders
     from ovi_stats import build
 
     encoder_model = settings_from_flags(ctx, model, encoder_model=encoder_model).encoder_model
@@ -124,30 +120,58 @@ def build_stats(
     build.check_build_numbers(batch_size, limit, workers, checkpoint_every)
     paths = list(paths or [])
     if from_embeddings:
-        if not paths:
-            raise OviError("--from-embeddings needs one or more .npy/.safetensors files")
         if shard or resume or limit is not None:
             raise OviError("--shard, --resume and --limit apply to image folders, not --from-embeddings")
-        if launch_from_env().distributed:
-            raise OviError("--from-embeddings runs in one process, not under torchrun")
-        target = _checked_target(_out_path(out, name, paths[0].stem), force,
-                                 paths + ([file_list] if file_list else []), "the input file")
-        if file_list is not None:
-            build.read_file_list(file_list.expanduser())  # a bad list is one line before the encoder loads
-        encoders = Encoders.load(encoder_model, device="cpu")
-        store = build.build_from_embeddings(
-            paths, target, {"source": encoders.source, "fingerprint": encoders.fingerprint()},
-            dim=encoders.embed_dim, file_list=file_list, index=index or "auto", force=force,
-        )
-        _print_summary(store, [], None, json_out, quiet)
+        _build_from_embeddings(paths, encoder_model, out=out, name=name, file_list=file_list, index=index,
+                               force=force, json_out=json_out, quiet=quiet)
         return
     if file_list is not None:
         raise OviError("--file-list only applies with --from-embeddings")
     if len(paths) != 1:
         raise OviError("give exactly one image folder (or --from-embeddings FILES...)")
-    source = paths[0]
+    _build_from_folder(paths[0], encoder_model, out=out, name=name, shard=shard, index=index,
+                       device=device, dtype=dtype, quiet=quiet, json_out=json_out,
+                       build_kwargs=dict(batch_size=batch_size, limit=limit, workers=workers, resume=resume,
+                                         force=force, checkpoint_seconds=checkpoint_every))
+
+
+def _build_from_embeddings(paths: list[Path], encoder_model: str, *, out: Path | None, name: str | None,
+                           file_list: Path | None, index: str | None, force: bool, json_out: bool,
+                           quiet: bool) -> None:
+    """`--from-embeddings`: a store from embedding files already computed (one process, no images)."""
+    from ovi_cli.distributed import launch_from_env
+    from ovi_cli.encoders import Encoders
+    from ovi_stats import build
+
+    if not paths:
+        raise OviError("--from-embeddings needs one or more .npy/.safetensors files")
+    if launch_from_env().distributed:
+        raise OviError("--from-embeddings runs in one process, not under torchrun")
+    target = _checked_target(_out_path(out, name, paths[0].stem), force,
+                             paths + ([file_list] if file_list else []), "the input file")
+    if file_list is not None:
+        build.read_file_list(file_list.expanduser())  # a bad list is one line before the encoder loads
+    encoders = Encoders.load(encoder_model, device="cpu")
+    store = build.build_from_embeddings(
+        paths, target, {"source": encoders.source, "fingerprint": encoders.fingerprint()},
+        dim=encoders.embed_dim, file_list=file_list, index=index or "auto", force=force,
+    )
+    _print_summary(store, [], None, json_out, quiet)
+
+
+def _build_from_folder(source: Path, encoder_model: str, *, out: Path | None, name: str | None,
+                       shard: str | None, index: str | None, device: str, dtype: str, quiet: bool,
+                       json_out: bool, build_kwargs: dict) -> None:
+    """Encode an image folder (this process's share of it under torchrun) and write the store."""
+    from ovi_cli.console import err_console, make_progress
+    from ovi_cli.devices import resolve_device, resolve_dtype
+    from ovi_cli.distributed import barrier, cuda_device_count, device_for, launch_from_env, process_group
+    from ovi_cli.encoders import Encoders
+    from ovi_stats import build
+
     if not source.is_dir():
         raise OviError(f"{str(source)!r} is not a folder")
+    resume, force = build_kwargs["resume"], build_kwargs["force"]
     shard_t = build.parse_shard(shard)
     default_name = source.expanduser().absolute().name or "stats"
     if shard_t:
@@ -169,8 +193,7 @@ def build_stats(
         progress.update(task, completed=p.done, total=p.total,
                         info=f"{p.rate:.1f} img/s, {p.skipped} skipped")
 
-    kwargs = dict(batch_size=batch_size, limit=limit, workers=workers, resume=resume, force=force,
-                  checkpoint_seconds=checkpoint_every, on_progress=on_progress)
+    kwargs = dict(build_kwargs, on_progress=on_progress)
     try:
         with process_group(launch, device):
             encoders = Encoders.load(encoder_model, device=dev, dtype=resolve_dtype(dtype, dev))
@@ -195,6 +218,7 @@ def build_stats(
         _print_summary(store, result.skipped, result.seconds, json_out, quiet)
     elif store is not None:
         _print_summary(store, store.skipped, None, json_out, quiet)
+
 
 def stats_list(
     json_out: options.Json = False,
