@@ -252,7 +252,23 @@ def train_all(out: Path, cfg: TrainConfig | None = None, log: Log = print, reuse
     report["checks"]["clip_zero_shot_heldout_single"] = _zero_shot(
         tok, text_model, vision_model, held_images, held_scenes)
 
-    # ---- (b) decoder: embedding -> pixels -------------------------------------------------------
+    _train_decoder(out, cfg, scenes, img_emb, report, log)
+    _train_prior(out, cfg, img_emb, text_out, group, mask, report, log)
+
+    # ---- stats store of the training images ------------------------------------------------
+    t = time.perf_counter()
+    report["stats"] = write_toy_stats(out, img_emb[: cfg.stats_images].numpy(), cfg.stats_images)
+    report["timings_s"]["stats"] = time.perf_counter() - t
+    report["timings_s"]["total"] = time.perf_counter() - t_all + (report["timings_s"]["clip"] if reuse_clip else 0.0)
+    report["reused_clip"] = reuse_clip
+    atomic_write_json(out / "train.json", finite_or_none(report))
+    log(f"done in {report['timings_s']['total']:.0f}s -> {out}")
+    return report
+
+
+def _train_decoder(out: Path, cfg: TrainConfig, scenes: list, img_emb: Tensor, report: dict[str, Any],
+                   log: Log) -> None:
+    """(b) The decoder: CLIP image embedding -> the scene's canonical rendering; saved to `out/decoder`."""
     t = time.perf_counter()
     torch.manual_seed(cfg.seed + 1)
     dec = ToyDecoderNet(cfg.embed_dim, cfg.decoder_base, IMAGE_SIZE)
@@ -272,7 +288,10 @@ def train_all(out: Path, cfg: TrainConfig | None = None, log: Log = print, reuse
     finish_stage("decoder", (dec,), losses, t, report)
     save_net(dec, out / "decoder", DECODER_FORMAT)
 
-    # ---- (c) toy prior: ECLIPSE-style projection + contrastive ---------------------------------
+
+def _train_prior(out: Path, cfg: TrainConfig, img_emb: Tensor, text_out: Any, group: Tensor, mask: Tensor,
+                 report: dict[str, Any], log: Log) -> None:
+    """(c) The toy prior, ECLIPSE-style: projection + contrastive; saved to `out/toy_prior`."""
     t = time.perf_counter()
     torch.manual_seed(cfg.seed + 2)
     prior = ToyPriorNet(cfg.embed_dim, cfg.width, cfg.embed_dim)
@@ -292,16 +311,6 @@ def train_all(out: Path, cfg: TrainConfig | None = None, log: Log = print, reuse
     losses = fit("prior", opt, cfg.prior_steps, cfg.prior_lr, prior_loss, log, log_every=250)
     finish_stage("prior", (prior,), losses, t, report)
     save_net(prior, out / "toy_prior", PRIOR_FORMAT)
-
-    # ---- stats store of the training images ------------------------------------------------
-    t = time.perf_counter()
-    report["stats"] = write_toy_stats(out, img_emb[: cfg.stats_images].numpy(), cfg.stats_images)
-    report["timings_s"]["stats"] = time.perf_counter() - t
-    report["timings_s"]["total"] = time.perf_counter() - t_all + (report["timings_s"]["clip"] if reuse_clip else 0.0)
-    report["reused_clip"] = reuse_clip
-    atomic_write_json(out / "train.json", finite_or_none(report))
-    log(f"done in {report['timings_s']['total']:.0f}s -> {out}")
-    return report
 
 
 def write_toy_stats(out: Path, embeddings: np.ndarray, n: int) -> dict[str, Any]:
