@@ -1,0 +1,54 @@
+"""`ovi toy train` (plugins/toy/train.py) with the tiny config: deterministic, and `--reuse-clip`
+gives the decoder, prior and stats of a full run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ovi_plugins.toy.train import TrainConfig, train_all
+
+WEIGHTS = ["prior/image_encoder/model.safetensors", "prior/text_encoder/model.safetensors",
+           "decoder/model.safetensors", "toy_prior/model.safetensors", "stats/embeddings.npy"]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy-a")
+    report = train_all(out, TrainConfig.tiny(), log=lambda _m: None)
+    return out, report
+
+
+def test_tiny_training_writes_every_stage(full_run):
+    out, report = full_run
+    for rel in WEIGHTS:
+        assert (out / rel).stat().st_size > 0, rel
+    assert set(report["losses"]) == {"clip_final", "decoder_final", "prior_final"}
+    assert json.loads((out / "train.json").read_text())["config"] == json.loads(
+        json.dumps(report["config"]))
+
+
+def test_training_twice_gives_the_same_bytes(full_run, tmp_path):
+    out, _ = full_run
+    train_all(tmp_path, TrainConfig.tiny(), log=lambda _m: None)
+    for rel in WEIGHTS:
+        assert (tmp_path / rel).read_bytes() == (out / rel).read_bytes(), rel
+
+
+def test_reuse_clip_gives_the_full_runs_decoder_prior_and_stats(full_run, tmp_path):
+    out, _ = full_run
+    train_all(tmp_path, TrainConfig.tiny(), log=lambda _m: None)
+    (tmp_path / "decoder/model.safetensors").unlink()
+    report = train_all(tmp_path, TrainConfig.tiny(), log=lambda _m: None, reuse_clip=True)
+    assert report["reused_clip"] is True
+    for rel in WEIGHTS[2:]:
+        assert (tmp_path / rel).read_bytes() == (out / rel).read_bytes(), rel
+
+
+def test_reuse_clip_refuses_another_config(full_run):
+    out, _ = full_run
+    other = TrainConfig.tiny()
+    other.seed += 1
+    with pytest.raises(ValueError, match="same training config"):
+        train_all(out, other, log=lambda _m: None, reuse_clip=True)
