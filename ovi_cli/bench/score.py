@@ -380,13 +380,7 @@ def score_run(run: Path, request: ScoreRequest | None = None, *, progress: Score
     if request.nlp not in NLP_CHOICES:
         raise OviError(f"--nlp must be one of {', '.join(NLP_CHOICES)} (got {request.nlp!r})")
     info = open_run(run)
-    categories = info.categories
-    if request.categories:
-        missing = [c for c in request.categories if c not in categories]
-        if missing:
-            raise OviError(f"--categories: {', '.join(missing)} not in {str(run)!r} "
-                           f"(it has {', '.join(categories)})")
-        categories = [c for c in categories if c in request.categories]
+    categories = _chosen_categories(run, info.categories, request.categories)
     classes = _registry_scorers(registry)
     plan = plan_scoring(categories, info.bench, classes, request.scorers)
     for category, reason in plan.skipped.items():
@@ -398,22 +392,7 @@ def score_run(run: Path, request: ScoreRequest | None = None, *, progress: Score
     settings, unavailable = _settings_of(scorers)
     items = {c: list_items(info.path, c) for c in categories}
     stamps = {str(it.path): stamp(it.path) for c in categories for it in items[c]}
-    caches: dict[tuple[str, str], dict[str, Cached]] = {}
-    pending: dict[tuple[str, str], list[ScoreItem]] = {}
-    for category, name in plan.jobs:
-        path = cache_path(info.path, category, name)
-        header, rows = read_cache(path)
-        if name in unavailable:  # its model is missing here: keep what is cached, score nothing new
-            settings[name] = (header or {}).get("settings", {})
-        elif header is not None and settings_key(header.get("settings", {})) != settings_key(settings[name]):
-            if not request.rescore:
-                raise OviError(f"{category}: earlier {name} scores in {str(path)!r} were made with other settings "
-                               f"({_describe_difference(header.get('settings', {}), settings[name])}); "
-                               "pass --rescore to discard them and score again")
-            rows = {}
-        caches[(category, name)] = rows
-        pending[(category, name)] = [it for it in items[category]
-                                     if it.name not in rows or rows[it.name].stamp != stamps[str(it.path)]]
+    caches, pending = _read_caches(info.path, plan.jobs, settings, unavailable, items, stamps, request.rescore)
     needed = sorted({name for key, todo in pending.items() if todo for name in [key[1]]})
     check_models([ref for name in needed for ref in scorers[name].required_models()], toy_hint=False)
 
@@ -434,6 +413,44 @@ def score_run(run: Path, request: ScoreRequest | None = None, *, progress: Score
         scored = [(it, rows[it.name].score) for it in items[category] if it.name in rows]
         _write_official(info.path, category, scorers[name].official_files(category, scored))
     return write_scores_json(info, plan, scorers, settings, registry)
+
+
+def _chosen_categories(run: Path, categories: list[str], wanted: list[str] | None) -> list[str]:
+    """The run's categories, narrowed to `--categories` (each of which must be in the run)."""
+    if not wanted:
+        return categories
+    missing = [c for c in wanted if c not in categories]
+    if missing:
+        raise OviError(f"--categories: {', '.join(missing)} not in {str(run)!r} "
+                       f"(it has {', '.join(categories)})")
+    return [c for c in categories if c in wanted]
+
+
+def _read_caches(run: Path, jobs: list[tuple[str, str]], settings: dict[str, dict[str, Any]], unavailable: set[str],
+                 items: dict[str, list[ScoreItem]], stamps: dict[str, Any], rescore: bool,
+                 ) -> tuple[dict[tuple[str, str], dict[str, Cached]], dict[tuple[str, str], list[ScoreItem]]]:
+    """Earlier scores of each (category, scorer) job, and the images each still has to score.
+
+    Scores made with other settings are refused unless `rescore` (then discarded); a scorer whose
+    model is missing here keeps what is cached and scores nothing new.
+    """
+    caches: dict[tuple[str, str], dict[str, Cached]] = {}
+    pending: dict[tuple[str, str], list[ScoreItem]] = {}
+    for category, name in jobs:
+        path = cache_path(run, category, name)
+        header, rows = read_cache(path)
+        if name in unavailable:
+            settings[name] = (header or {}).get("settings", {})
+        elif header is not None and settings_key(header.get("settings", {})) != settings_key(settings[name]):
+            if not rescore:
+                raise OviError(f"{category}: earlier {name} scores in {str(path)!r} were made with other settings "
+                               f"({_describe_difference(header.get('settings', {}), settings[name])}); "
+                               "pass --rescore to discard them and score again")
+            rows = {}
+        caches[(category, name)] = rows
+        pending[(category, name)] = [it for it in items[category]
+                                     if it.name not in rows or rows[it.name].stamp != stamps[str(it.path)]]
+    return caches, pending
 
 
 def _settings_of(scorers: Mapping[str, Scorer]) -> tuple[dict[str, dict[str, Any]], set[str]]:
