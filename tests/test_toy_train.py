@@ -52,3 +52,34 @@ def test_reuse_clip_refuses_another_config(full_run):
     other.seed += 1
     with pytest.raises(ValueError, match="same training config"):
         train_all(out, other, log=lambda _m: None, reuse_clip=True)
+
+
+class _Stop(KeyboardInterrupt):
+    pass
+
+
+def _interrupt_at(word: str):
+    def log(message: str) -> None:
+        if message.startswith(word):
+            raise _Stop
+    return log
+
+
+def test_an_interrupted_run_leaves_nothing(tmp_path):
+    out = tmp_path / "models"
+    with pytest.raises(_Stop):
+        train_all(out, TrainConfig.tiny(), log=_interrupt_at("decoder"))
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary beside it
+
+
+def test_an_interrupted_reuse_leaves_the_earlier_run(full_run, tmp_path):
+    out, _ = full_run
+    def state():  # the same bytes would be rewritten by retraining: check the files were not touched
+        return {p.relative_to(out): (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns)
+                for p in out.rglob("*") if p.is_file()}
+
+    before = state()
+    with pytest.raises(_Stop):
+        train_all(out, TrainConfig.tiny(), log=_interrupt_at("prior"), reuse_clip=True)
+    assert state() == before
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]  # no temporary left

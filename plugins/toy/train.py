@@ -205,11 +205,35 @@ def train_all(out: Path, cfg: TrainConfig | None = None, log: Log = print, reuse
     `reuse_clip`: load the CLIP towers already in `out/prior` (from an earlier run with the same
     config) instead of training them again; every stage seeds its own generators, so the decoder,
     prior and stats come out exactly as in a full run.
+
+    The models are written to a private folder beside `out` and moved into place when all are
+    done: an interrupted or failed run leaves `out` as it was (absent, empty, or the earlier run).
     """
+    import shutil
+
+    from ovi_cli.outputs import install_dir, private_dir
+
+    out = Path(out)
+    tmp = private_dir(out)
+    try:
+        if reuse_clip:
+            shutil.copytree(out / "prior", tmp / "prior")
+            shutil.copy2(out / "train.json", tmp / "train.json")
+        report = _train_in(tmp, cfg or TrainConfig(), log, reuse_clip)
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        install_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"done in {report['timings_s']['total']:.0f}s -> {out}")
+    return report
+
+
+def _train_in(out: Path, cfg: TrainConfig, log: Log, reuse_clip: bool) -> dict[str, Any]:
+    """The stages, written into the (private) folder `out`."""
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
-    cfg = cfg or TrainConfig()
-    out = Path(out)
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True)
     report: dict[str, Any] = {"config": asdict(cfg), "timings_s": {}, "losses": {}, "checks": {}}
@@ -262,7 +286,6 @@ def train_all(out: Path, cfg: TrainConfig | None = None, log: Log = print, reuse
     report["timings_s"]["total"] = time.perf_counter() - t_all + (report["timings_s"]["clip"] if reuse_clip else 0.0)
     report["reused_clip"] = reuse_clip
     atomic_write_json(out / "train.json", finite_or_none(report))
-    log(f"done in {report['timings_s']['total']:.0f}s -> {out}")
     return report
 
 
