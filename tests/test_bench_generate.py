@@ -153,9 +153,12 @@ def test_rerun_skips_finished_images_and_remakes_a_missing_one(run_cli, toy_run,
     gone = sorted(layout.samples_dir(run, "single").iterdir())[1]
     gone.unlink()
     stamps = {p: p.stat().st_mtime_ns for p in run.glob("*/samples/*.png")}
-    res = run_cli(*TOY, "--out", run)
+    res = run_cli(*TOY, "--out", run, "--json")
     assert res.code == 0, res.stderr
     assert _images(run) == before  # remade bit for bit
+    summary = json.loads(res.stdout)
+    assert summary["run"] == str(run) and summary["written"] == 1 and summary["complete"] is True
+    assert summary["categories"]["single"] == {"images": 4, "planned": 4}
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # nothing else touched
 
 

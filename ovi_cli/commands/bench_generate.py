@@ -105,6 +105,7 @@ def generate(
     dtype: options.Dtype = GenSettings.dtype,
     compile: options.Compile = False,
     quiet: options.Quiet = False,
+    json_out: options.Json = False,
 ) -> None:
     """Generate a benchmark's images in the official T2I-CompBench layout (resumable, many GPUs).
 
@@ -133,10 +134,10 @@ def generate(
     settings.check()
     run = BenchRun(out, benchmark, suites, settings, bench_options, share)
     run.check_existing()
-    _run(run, settings, launch, quiet)
+    _run(run, settings, launch, quiet, json_out)
 
 
-def _run(run, settings: GenSettings, launch, quiet: bool) -> None:
+def _run(run, settings: GenSettings, launch, quiet: bool, json_out: bool) -> None:
     from dataclasses import replace
 
     from ovi_cli.console import RichReporter, err_console, make_progress
@@ -197,10 +198,13 @@ def _run(run, settings: GenSettings, launch, quiet: bool) -> None:
         barrier(launch)
         if launch.leader:
             summary = run.finish()
-            _print_summary(run, summary, written, quiet)
+            _print_summary(run, summary, written, quiet, json_out)
 
 
-def _print_summary(run, summary: dict, written: int, quiet: bool) -> None:
+def _print_summary(run, summary: dict, written: int, quiet: bool, json_out: bool) -> None:
+    """Per category on stderr; on stdout the run's folder, or with --json one JSON object."""
+    import json
+
     from ovi_cli.console import err_console
 
     if not quiet:
@@ -210,4 +214,10 @@ def _print_summary(run, summary: dict, written: int, quiet: bool) -> None:
         tail = "complete" if not left else f"{left} images still to make (other shares, or rerun the same command)"
         mine = "" if run.share.everything else "this process "
         err_console.print(f"{mine}wrote {written} images; run {tail} -> {run.run}", markup=False, highlight=False)
-    typer.echo(str(run.run))
+    if json_out:
+        left = sum(p["planned"] - p["images"] for p in summary.values())
+        typer.echo(json.dumps({"run": str(run.run), "written": written, "complete": not left,
+                               "categories": {c: {"images": p["images"], "planned": p["planned"]}
+                                              for c, p in summary.items()}}))
+    else:
+        typer.echo(str(run.run))
