@@ -399,6 +399,9 @@ class Benchmark(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     categories: ClassVar[tuple[str, ...]] = ()  # generated (and tabulated) in this order
+    # a model preset (`--model NAME`) that `ovi bench score` uses for this benchmark's runs when no
+    # --model is given: a benchmark of a plugin's own world is scored with that world's models
+    score_preset: ClassVar[str | None] = None
 
     @abstractmethod
     def prompts(self, category: str) -> list[str]:

@@ -4,6 +4,7 @@ hand-made run folders: the official files' shapes, resume, refusals, one-line er
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -198,8 +199,15 @@ def test_toy_run_scores_offline_with_oracle_and_toy_clip(tmp_path, run_cli):
         d.mkdir(parents=True, exist_ok=True)
         render(scene_for_objects(parse_prompt(p), rng)).save(d / f"{p}_{i:06d}.png")
     (run / "bench.json").write_text(json.dumps({"benchmark": "toy", "settings": {"prior": "textemb"}}))
+    unscored = tmp_path / "toy-copy"
+    shutil.copytree(run, unscored)
     r = run_cli("bench", "score", run, "--scorers", "oracle,clip-score", "--model", "toy", "--device", "cpu", "-q")
     assert r.code == 0, r.stderr
+    # the toy benchmark names its own preset: without --model the same toy CLIP scores it, offline
+    r = run_cli("bench", "score", unscored, "--scorers", "clip-score", "--device", "cpu", "-q")
+    assert r.code == 0, r.stderr
+    clip = [_json(d / "scores.json")["categories"]["heldout"]["clip-score"] for d in (run, unscored)]
+    assert clip[0] == clip[1]
     scores = _json(run / "scores.json")["categories"]["heldout"]
     assert scores["oracle"]["mean"] == 1.0  # real renders of the prompts: the oracle finds every object
     assert -1 <= scores["clip-score"]["mean"] <= 1 and scores["clip-score"]["images"] == 4

@@ -69,7 +69,8 @@ def score(
         help="Comma-separated categories to score (default: every category in RUN).")] = None,
     model: Annotated[str | None, typer.Option(
         "--model", rich_help_panel=options.MODELS, show_default=False,
-        help="Model preset whose CLIP the CLIP-based scorers use, e.g. `toy` (the toy CLIP, offline).")] = None,
+        help="Model preset whose CLIP the CLIP-based scorers use, e.g. `toy` (the toy CLIP, offline). "
+        "Default: the preset the run's benchmark names (the toy benchmark: toy), else none.")] = None,
     clip_model: Annotated[str | None, typer.Option(
         rich_help_panel=options.MODELS, show_default=False,
         help="CLIP for clip-score: hub id or folder (default openai/clip-vit-base-patch32). "
@@ -103,7 +104,9 @@ def score(
     from ovi_cli.bench.table import build_table, load_run
     from ovi_cli.console import make_progress
 
-    open_run(run)  # a bad folder is one line before anything loads
+    info = open_run(run)  # a bad folder is one line before anything loads
+    if model is None:
+        model = _score_preset(info.bench.get("benchmark"))
     request = ScoreRequest(
         scorers=_names(scorers, "--scorers"), categories=_names(categories, "--categories"), device=device,
         batch_size=batch_size, nlp=nlp, rescore=rescore,
@@ -124,6 +127,17 @@ def score(
         return
     print_table(build_table([load_run(run)]), f"{doc['name']}: {run}")
     typer.echo(f"wrote {run / 'scores.json'} and the official result files under each category")
+
+
+def _score_preset(benchmark: object) -> str | None:
+    """The model preset the run's benchmark asks its runs to be scored with (None: none, or the
+    benchmark's plugin is not installed here)."""
+    from ovi_cli.plugins import get_registry
+
+    registry = get_registry()
+    if not isinstance(benchmark, str) or benchmark not in registry.names("benchmark"):
+        return None
+    return getattr(registry.get("benchmark", benchmark), "score_preset", None)
 
 
 def print_table(table, title: str) -> None:

@@ -29,6 +29,7 @@ class ToyBenchmark(Benchmark):
     name = "toy"
     description = "toy world held-out prompts: single (12) and binding (24); offline with --model toy"
     categories = ("single", "binding")
+    score_preset = "toy"  # clip-score with the toy CLIP, offline
 
     def prompts(self, category: str) -> list[str]:
         return toy_prompts(category)
