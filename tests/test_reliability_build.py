@@ -24,7 +24,7 @@ from ovi_stats import build as build_mod
 from ovi_stats.build import build_stats, work_dir_for
 from ovi_stats.images import load_rgb, reduce_factor
 from ovi_stats.lock import lock_path_for, store_lock
-from tests.helpers.reliability import one_line_error, snapshot
+from tests.helpers.reliability import Stop, interrupt_when, one_line_error, snapshot
 
 
 @pytest.fixture(autouse=True)
@@ -41,20 +41,11 @@ def many(tmp_path_factory):
     return root
 
 
-class _Stop(KeyboardInterrupt):
-    pass
-
-
-def _interrupt_after(batch):
-    def on_batch(b):
-        if b == batch:
-            raise _Stop()
-    return on_batch
-
 
 def _interrupted(many, out, encoders, **kw):
-    with pytest.raises(_Stop):
-        build_stats(many, out, encoders, workers=0, checkpoint_seconds=0, on_batch=_interrupt_after(2), **kw)
+    with pytest.raises(Stop):
+        build_stats(many, out, encoders, workers=0, checkpoint_seconds=0,
+                    on_batch=interrupt_when(lambda b: b == 2), **kw)
     assert work_dir_for(out).is_dir()
 
 

@@ -22,6 +22,7 @@ from ovi_stats.build import (
 )
 from ovi_stats.images import load_rgb
 from ovi_stats.store import merge_stores, open_store, write_store
+from tests.helpers.reliability import interrupt_when
 from tests.test_stats_images import make_zoo
 
 
@@ -104,17 +105,6 @@ def test_folder_without_valid_image_is_one_line_error_and_writes_nothing(tmp_pat
     assert not (tmp_path / "out2").exists()
 
 
-class _Stop(KeyboardInterrupt):
-    pass
-
-
-def _interrupt_after(batch):
-    def on_batch(b):
-        if b == batch:
-            raise _Stop()
-
-    return on_batch
-
 
 def test_resume_after_interruption_equals_uninterrupted(many, encoders, tmp_path, monkeypatch):
     whole = build_stats(many, tmp_path / "whole", encoders, batch_size=4, workers=0).store
@@ -122,7 +112,7 @@ def test_resume_after_interruption_equals_uninterrupted(many, encoders, tmp_path
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         build_stats(many, out, encoders, batch_size=4, workers=0, checkpoint_seconds=0,
-                    on_batch=_interrupt_after(3))
+                    on_batch=interrupt_when(lambda b: b == 3))
     assert not out.exists() and work_dir_for(out).exists()  # no half-written store, only the work folder
     with pytest.raises(OviError, match="--resume"):
         build_stats(many, out, encoders, batch_size=4, workers=0)
@@ -141,7 +131,7 @@ def test_interrupt_before_any_checkpoint_restarts_cleanly(many, encoders, tmp_pa
     out = tmp_path / "s"
     with pytest.raises(KeyboardInterrupt):
         build_stats(many, out, encoders, batch_size=4, workers=0, checkpoint_seconds=1e9,
-                    on_batch=_interrupt_after(4))
+                    on_batch=interrupt_when(lambda b: b == 4))
     res = build_stats(many, out, encoders, batch_size=4, workers=0, resume=True)
     assert res.resumed_from == 0
     whole = build_stats(many, tmp_path / "whole", encoders, batch_size=4, workers=0).store
@@ -152,7 +142,7 @@ def test_resume_with_another_encoder_is_refused(many, encoders, tmp_path, monkey
     out = tmp_path / "s"
     with pytest.raises(KeyboardInterrupt):
         build_stats(many, out, encoders, batch_size=4, workers=0, checkpoint_seconds=0,
-                    on_batch=_interrupt_after(0))
+                    on_batch=interrupt_when(lambda b: b == 0))
     monkeypatch.setattr(encoders, "_fingerprint", "0123456789abcdef")
     with pytest.raises(OviError, match="0123456789abcdef"):
         build_stats(many, out, encoders, batch_size=4, workers=0, resume=True)

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from ovi_plugins.toy.train import TrainConfig, train_all
+from tests.helpers.reliability import Stop, interrupt_when
 
 WEIGHTS = ["prior/image_encoder/model.safetensors", "prior/text_encoder/model.safetensors",
            "decoder/model.safetensors", "toy_prior/model.safetensors", "stats/embeddings.npy"]
@@ -54,21 +55,11 @@ def test_reuse_clip_refuses_another_config(full_run):
         train_all(out, other, log=lambda _m: None, reuse_clip=True)
 
 
-class _Stop(KeyboardInterrupt):
-    pass
-
-
-def _interrupt_at(word: str):
-    def log(message: str) -> None:
-        if message.startswith(word):
-            raise _Stop
-    return log
-
 
 def test_an_interrupted_run_leaves_nothing(tmp_path):
     out = tmp_path / "models"
-    with pytest.raises(_Stop):
-        train_all(out, TrainConfig.tiny(), log=_interrupt_at("decoder"))
+    with pytest.raises(Stop):
+        train_all(out, TrainConfig.tiny(), log=interrupt_when(lambda m: m.startswith("decoder")))
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary beside it
 
 
@@ -79,7 +70,7 @@ def test_an_interrupted_reuse_leaves_the_earlier_run(full_run, tmp_path):
                 for p in out.rglob("*") if p.is_file()}
 
     before = state()
-    with pytest.raises(_Stop):
-        train_all(out, TrainConfig.tiny(), log=_interrupt_at("prior"), reuse_clip=True)
+    with pytest.raises(Stop):
+        train_all(out, TrainConfig.tiny(), log=interrupt_when(lambda m: m.startswith("prior")), reuse_clip=True)
     assert state() == before
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]  # no temporary left

@@ -1,9 +1,11 @@
-"""Assertions shared by the reliability tests and the fuzz: one error line, nothing left behind."""
+"""Shared by the reliability tests and the fuzz: one error line, nothing left behind, a Ctrl-C on cue."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def one_line_error(res, *needles: str) -> str:
@@ -27,3 +29,16 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, bytes | None]]:
             small = p.is_file() and not p.is_symlink() and st.st_size <= 1 << 16
             out[str(p.relative_to(root))] = (st.st_mode, st.st_size, p.read_bytes() if small else None)
     return out
+
+
+class Stop(KeyboardInterrupt):
+    """A Ctrl-C raised by a test's callback (a subclass, so `pytest.raises(Stop)` catches only it)."""
+
+
+def interrupt_when(matches: Callable[[Any], bool]) -> Callable[[Any], None]:
+    """A progress callback that raises `Stop` at the first value `matches`: a Ctrl-C at that moment."""
+    def callback(value: Any) -> None:
+        if matches(value):
+            raise Stop()
+
+    return callback
