@@ -31,20 +31,24 @@ def _clip_processor(size: int) -> dict:
     }
 
 
+def _clip_towers(vocab: int, max_length: int) -> dict:
+    """The tiny text and vision tower configs of the CLIP-shaped models (CLIP, OWLv2)."""
+    return {
+        "text_config": {"vocab_size": vocab, "hidden_size": 24, "intermediate_size": 48, "num_hidden_layers": 2,
+                        "num_attention_heads": 4, "max_position_embeddings": max_length, "bos_token_id": vocab - 2,
+                        "eos_token_id": vocab - 1, "pad_token_id": vocab - 1},
+        "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                          "image_size": IMAGE_SIZE, "patch_size": 8},
+    }
+
+
 def make_clip_repo(root: Path, seed: int = 0) -> Path:
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
     torch.manual_seed(seed)
     write_tiny_clip_tokenizer(root, max_length=77)
     vocab = len(CLIPTokenizer.from_pretrained(root))
-    cfg = CLIPConfig(
-        text_config={"vocab_size": vocab, "hidden_size": 24, "intermediate_size": 48, "num_hidden_layers": 2,
-                     "num_attention_heads": 4, "max_position_embeddings": 77, "bos_token_id": vocab - 2,
-                     "eos_token_id": vocab - 1, "pad_token_id": vocab - 1},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                       "image_size": IMAGE_SIZE, "patch_size": 8},
-        projection_dim=16,
-    )
+    cfg = CLIPConfig(**_clip_towers(vocab, max_length=77), projection_dim=16)
     CLIPModel(cfg).eval().save_pretrained(root)
     (root / "preprocessor_config.json").write_text(json.dumps(_clip_processor(IMAGE_SIZE)))
     return root
@@ -99,14 +103,8 @@ def make_owl_repo(root: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     write_tiny_clip_tokenizer(root, max_length=64)
     vocab = len(CLIPTokenizer.from_pretrained(root))
-    cfg = Owlv2Config(
-        text_config={"vocab_size": vocab, "hidden_size": 24, "intermediate_size": 48, "num_hidden_layers": 2,
-                     "num_attention_heads": 4, "max_position_embeddings": 64, "bos_token_id": vocab - 2,
-                     "eos_token_id": vocab - 1, "pad_token_id": vocab - 1},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                       "image_size": IMAGE_SIZE, "patch_size": 8},
-        projection_dim=24,  # OWL compares class embeddings (text width) with query embeddings (projection)
-    )
+    # OWL compares class embeddings (text width) with query embeddings (projection)
+    cfg = Owlv2Config(**_clip_towers(vocab, max_length=64), projection_dim=24)
     Owlv2ForObjectDetection(cfg).eval().save_pretrained(root)
     proc = {"do_normalize": True, "do_pad": True, "do_rescale": True, "do_resize": True, "image_mean": CLIP_MEAN,
             "image_std": CLIP_STD, "image_processor_type": "Owlv2ImageProcessor", "resample": 2,
