@@ -35,16 +35,18 @@ def described(value: Any) -> str:
 
 def check_term(constraint: Any, term: Any, batch: int, step: int) -> Tensor:
     """A constraint's `term`: a float tensor `[batch]`, differentiable when weighted, finite at step 0."""
-    who = plugin_name("constraint", getattr(constraint, "name", "?"), constraint)
+    def who() -> str:  # named only on failure: this runs every OVI step
+        return plugin_name("constraint", getattr(constraint, "name", "?"), constraint)
+
     if not isinstance(term, Tensor) or not term.dtype.is_floating_point or tuple(term.shape) != (batch,):
-        raise OviError(f"{who}: term() returned {described(term)}; it must return a float tensor of shape [{batch}] "
+        raise OviError(f"{who()}: term() returned {described(term)}; it must return a float tensor of shape [{batch}] "
                        "(one value per prompt)")
     weighted = float(getattr(constraint, "weight", 1.0)) != 0.0
     if weighted and torch.is_grad_enabled() and not term.requires_grad:
-        raise OviError(f"{who}: term() returned a value without gradient (computed with .detach(), numpy or "
+        raise OviError(f"{who()}: term() returned a value without gradient (computed with .detach(), numpy or "
                        "under no_grad?); OVI cannot optimise a term it cannot differentiate")
     if step == 0 and not bool(torch.isfinite(term.detach()).all()):
-        raise OviError(f"{who}: term() returned NaN or infinite values at the first OVI step "
+        raise OviError(f"{who()}: term() returned NaN or infinite values at the first OVI step "
                        f"({term.detach().float().cpu().tolist()[:4]})")
     return term
 
