@@ -74,3 +74,12 @@ def test_an_interrupted_reuse_leaves_the_earlier_run(full_run, tmp_path):
         train_all(out, TrainConfig.tiny(), log=interrupt_when(lambda m: m.startswith("prior")), reuse_clip=True)
     assert state() == before
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]  # no temporary left
+
+
+def test_an_empty_out_folder_is_filled(full_run, tmp_path):
+    out, _ = full_run
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    train_all(empty, TrainConfig.tiny(), log=lambda _m: None)
+    assert (empty / WEIGHTS[2]).read_bytes() == (out / WEIGHTS[2]).read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["empty"]  # no temporary left beside it

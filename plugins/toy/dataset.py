@@ -280,9 +280,7 @@ def write_dataset(out: Path, n: int, *, heldout: int | None = None, seed: int = 
                 "colours": COLOURS, "shapes": list(SHAPES)}
         with write_errors(tmp / "dataset.json"), new_file(tmp / "dataset.json") as f:
             f.write(json_text(info, tmp / "dataset.json").encode("utf-8"))
-        if out.exists():
-            out.rmdir()
-        install_dir(tmp, out)
+        install_dir(tmp, out)  # replaces an empty folder there
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return info

@@ -220,9 +220,7 @@ def train_all(out: Path, cfg: TrainConfig | None = None, log: Log = print, reuse
             shutil.copytree(out / "prior", tmp / "prior")
             shutil.copy2(out / "train.json", tmp / "train.json")
         report = _train_in(tmp, cfg or TrainConfig(), log, reuse_clip)
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        install_dir(tmp, out)
+        install_dir(tmp, out)  # replaces an empty --out, or the earlier run with --reuse-clip
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
