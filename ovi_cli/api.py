@@ -410,3 +410,153 @@ class Benchmark(ABC):
     def source(self, category: str) -> str:
         """Where the prompts of `category` come from (a file, or a description), for `bench.json`."""
         return f"{self.name}:{category}"
+
+
+# ---- one context for every plugin kind -----------------------------------------------------------
+@dataclass
+class PluginContext:
+    """What every plugin is constructed with, whatever its kind: `cls(context)`.
+
+    `settings` is the run's typed settings (`GenSettings` for priors, constraints, decoders and
+    encoder families; the scoring or fidelity settings for scorers, feature spaces and metrics);
+    `options` are this plugin's own options, declared by it and resolved (defaults applied).
+    """
+
+    name: str = ""  # the name the plugin was selected by
+    settings: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+    device: Any = None  # torch.device
+    dtype: Any = None  # the compute dtype (autocast); weights: `weight_dtype`
+    reporter: Reporter = field(default_factory=Reporter)
+    encoders: Any = None  # `ovi_cli.encoders.Encoders`, where the run has loaded them
+    store: Any = None  # an `ovi_stats.store.StatsStore`, where the run opened one
+    weight: float | None = None  # a constraint's weight
+
+    def warn(self, message: str) -> None:
+        """One warning line for the user (through the reporter)."""
+        self.reporter.warn(message)
+
+    @property
+    def weight_dtype(self) -> Any:
+        """The one weight-dtype rule: float32 weights on a CPU, the compute dtype on an accelerator."""
+        import torch
+
+        device = torch.device(self.device or "cpu")
+        return torch.float32 if device.type == "cpu" or self.dtype is None else self.dtype
+
+
+class Plugin:
+    """What every plugin kind shares: a name, declared options, the context, the models it reads."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    options: ClassVar[tuple[PluginOption, ...]] = ()  # read from `self.options`
+
+    def __init__(self, context: PluginContext) -> None:
+        self.context = context
+        self.options = dict(context.options)
+
+    @property
+    def settings(self) -> Any:
+        return self.context.settings
+
+    @property
+    def device(self) -> Any:
+        return self.context.device
+
+    @property
+    def dtype(self) -> Any:
+        return self.context.dtype
+
+    def required_models(self) -> list[ModelRef]:
+        """The models `load` will read: checked before anything loads, so all missing ones are named once."""
+        return []
+
+    def load(self) -> None:  # noqa: B027 - optional hook
+        """Load weights (called once, before first use)."""
+
+
+# ---- encoder families: which CLIP space, and how its towers load ----------------------------------
+class EncoderFamily(Plugin):
+    """How one CLIP space's text tower, vision tower, tokenizer and image processor load.
+
+    `kandinsky22-prior` reads the Kandinsky 2.2 prior repository layout (`image_encoder/`,
+    `text_encoder/`, `tokenizer/`, `image_processor/`); `clip` reads a plain CLIP model folder
+    (one `CLIPModel`, e.g. `laion/CLIP-ViT-H-14-laion2B-s32B-b79K`). A model preset or a decoder
+    names the family it needs (`encoder_family`); stats stores record their encoder and are
+    refused in another space.
+    """
+
+    # what a local folder must hold, for the offline check (`ovi_cli.hub.check_models`)
+    subfolders: ClassVar[tuple[str, ...]] = ()
+
+    def required_models(self) -> list[ModelRef]:
+        return [ModelRef(self.settings.encoder_model, "encoder", "--encoder-model", self.subfolders)]
+
+    @abstractmethod
+    def load_encoders(self, source: str) -> Encoders:
+        """`Encoders` from a hub id or a local folder, on `self.device`, weights in `self.context.weight_dtype`."""
+
+
+# ---- set-level metrics (fidelity): a run's features and a reference's in, numbers out ------------
+class FeatureSpace(Plugin):
+    """Images -> one feature vector each (CLIP image tower, DINOv2, Inception, ...), for set metrics.
+
+    `settings()` is what the features depend on (weights, resolution): features are cached under
+    it, by image content hash, and a cache made with other settings is never reused.
+    """
+
+    def settings_key(self) -> dict[str, Any]:
+        """JSON-able facts the features depend on (model fingerprint, preprocessing)."""
+        return {"name": self.name, "options": dict(self.options)}
+
+    @abstractmethod
+    def features(self, images: list[Any]) -> Any:
+        """`[N, D]` float numpy array for N PIL images (batched by the caller)."""
+
+
+@dataclass
+class ReferenceSet:
+    """The real images a run is compared with, in one feature space.
+
+    `features` `[N, D]` when the reference's vectors are at hand (a folder, or a store's stored
+    embeddings); `mean`/`cov` when only moments are (a store's float64 moments): metrics that
+    need vectors refuse a moments-only reference by name.
+    """
+
+    count: int
+    features: Any = None  # numpy [N, D] or None
+    mean: Any = None  # numpy [D] float64, or None (then computed from features)
+    cov: Any = None  # numpy [D, D] float64, or None
+    source: str = ""
+
+
+@dataclass
+class MetricValue:
+    """One named number with its interval and the sample sizes it was computed at."""
+
+    value: float
+    low: float | None = None  # interval bounds (bootstrap or +- std), None when not defined
+    high: float | None = None
+    n: int = 0  # generated samples
+    n_ref: int = 0  # reference samples
+    details: dict[str, Any] = field(default_factory=dict)  # JSON-able: std, subsets, k, ...
+
+
+class SetMetric(Plugin):
+    """A set-level metric: a run's features and a reference's in, named `MetricValue`s out.
+
+    `min_samples` is the smallest run (and reference) size the metric is defined for; below it
+    ovi refuses with one line naming the minimum, before any model loads.
+    """
+
+    min_samples: ClassVar[int] = 2
+    needs_vectors: ClassVar[bool] = True  # False: works from the reference's moments alone (FD)
+
+    @abstractmethod
+    def compute(self, features: Any, reference: ReferenceSet) -> dict[str, MetricValue]:
+        """Named values for `features` `[N, D]` against `reference` (e.g. {"fd": MetricValue(...)})."""
+
+
+# ---- image sources for build-stats (the base lives in the stats layer) -----------------------------
+from ovi_stats.sources import ImageSource, SourceSample  # noqa: E402,F401 - re-exported for plugin authors

@@ -47,5 +47,25 @@ def register_scorers(register):
 
 
 @hookspec
+def register_encoder_families(register):
+    """Register `ovi_cli.api.EncoderFamily` subclasses: how a CLIP space's towers load (`--encoder-family NAME`)."""
+
+
+@hookspec
+def register_feature_spaces(register):
+    """Register `ovi_cli.api.FeatureSpace` subclasses: image -> feature vector, for set metrics (clip, dinov2, ...)."""
+
+
+@hookspec
+def register_metrics(register):
+    """Register `ovi_cli.api.SetMetric` subclasses: a run's features and a reference's in, named numbers out."""
+
+
+@hookspec
+def register_image_sources(register):
+    """Register `ovi_cli.api.ImageSource` subclasses: where `ovi build-stats SOURCE` reads images or embeddings."""
+
+
+@hookspec
 def register_commands(cli):
     """Add commands to the `ovi` Typer app: `@cli.command()` or `cli.add_typer(...)` (not ovi's own names)."""

@@ -21,8 +21,20 @@ from ovi_cli.errors import OviError, first_line
 
 GROUP = "ovi"
 CORE_PACKAGE = "ovi"
-# kinds of registered classes; each has a hook `register_<kind>s`
-KINDS = ("prior", "constraint", "decoder", "model", "benchmark", "scorer")
+# kinds of registered classes, each with its hook in `ovi_cli.hookspecs`
+HOOKS = {
+    "prior": "register_priors",
+    "constraint": "register_constraints",
+    "decoder": "register_decoders",
+    "model": "register_models",
+    "benchmark": "register_benchmarks",
+    "scorer": "register_scorers",
+    "encoder_family": "register_encoder_families",
+    "feature_space": "register_feature_spaces",
+    "metric": "register_metrics",
+    "image_source": "register_image_sources",
+}
+KINDS = tuple(HOOKS)
 
 
 @dataclass
@@ -87,7 +99,7 @@ class Registry:
             self.failures.append(PluginFailure(plugin, package, version, first_line(exc)))
             return
         for kind in KINDS:
-            caller = getattr(self.manager.hook, f"register_{kind}s")
+            caller = getattr(self.manager.hook, HOOKS[kind])
             for impl in caller.get_hookimpls():
                 if impl.plugin_name != plugin_name:
                     continue
