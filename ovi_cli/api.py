@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ovi_cli.errors import OviError
 from ovi_cli.hub import ModelRef
+from ovi_cli.reporter import Reporter  # noqa: F401 - the one progress protocol, re-exported
 
 if TYPE_CHECKING:
     import torch
@@ -30,25 +31,6 @@ WarnFn = Callable[[str], None]
 
 def _no_warning(message: str) -> None:
     pass
-
-
-class Reporter:
-    """Progress and warnings from a run; the CLI renders them with Rich. Default: silent."""
-
-    def warn(self, message: str) -> None:
-        """A warning for the user, one line."""
-
-    def stage(self, name: str) -> None:
-        """What is happening now (loading models, ...)."""
-
-    def new_batch(self, label: str) -> None:
-        """The next batch of prompts (or the next prior of a comparison) starts."""
-
-    def ovi_progress(self, step: int, total: int, values: dict[str, list[float]]) -> None:
-        """OVI's step `step` of `total`; `values` per prompt, e.g. `{"cos": [...]}`."""
-
-    def decode_progress(self, step: int, total: int) -> None:
-        """The decoder's step `step` of `total`."""
 
 
 # ---- plugin options: `--option NAME.KEY=VALUE`, declared by the plugin that reads them ---------

@@ -95,3 +95,16 @@ class RichReporter(Reporter):
         if self._decode is None:
             self._decode = self.progress.add_task(f"decode {self.label}".strip(), total=total, info="")
         self.progress.update(self._decode, completed=step, total=total)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.progress.console.print(message, markup=False, highlight=False)
+
+    def start(self, label: str, total: int | None) -> None:
+        """A fresh bar for a counted task (the previous one is kept on screen)."""
+        self._count = self.progress.add_task(label, total=total, info="")
+
+    def advance(self, done: int = 1, info: str = "") -> None:
+        task = getattr(self, "_count", None)
+        if task is not None:
+            self.progress.update(task, advance=done, info=info)
