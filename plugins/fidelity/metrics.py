@@ -22,12 +22,13 @@ import contextlib
 import io
 import warnings
 from collections.abc import Iterator
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ovi_cli.api import MetricValue, PluginOption, ReferenceSet, SetMetric
 from ovi_cli.errors import OviError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EXTRA = "pip install 'ovi[fidelity]'"
 
@@ -66,6 +67,7 @@ def quiet() -> Iterator[None]:
 
 
 def _as_tensor(x: np.ndarray) -> Any:
+    import numpy as np
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
@@ -95,6 +97,8 @@ class FrechetDistance(SetMetric):
     )
 
     def compute(self, features: np.ndarray, reference: ReferenceSet) -> dict[str, MetricValue]:
+        import numpy as np
+
         from ovi_plugins.fidelity.maths import bootstrap_fd, frechet_distance, mean_cov
 
         x = np.asarray(features, dtype=np.float64)
@@ -130,6 +134,8 @@ class KernelDistance(SetMetric):
         return min(int(self.options.get("subset_size", 1000)), n, n_ref)
 
     def compute(self, features: np.ndarray, reference: ReferenceSet) -> dict[str, MetricValue]:
+        import numpy as np
+
         torch = require("torch", "torch")
         kid_mod = require("torchmetrics.image.kid", "torchmetrics")
         x = np.asarray(features, dtype=np.float64)
@@ -163,6 +169,8 @@ class PrecisionRecall(SetMetric):
         return int(self.options.get("k", 5)) + 1
 
     def compute(self, features: np.ndarray, reference: ReferenceSet) -> dict[str, MetricValue]:
+        import numpy as np
+
         prdc = require("prdc", "prdc")
         k = int(self.options.get("k", 5))
         x = np.asarray(features, dtype=np.float32)

@@ -16,13 +16,14 @@ light at import (torch and transformers inside methods).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ovi_cli.api import FeatureSpace, PluginOption
 from ovi_cli.errors import OviError, first_line
 from ovi_cli.hub import ModelRef
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_DINOV2 = "facebook/dinov2-base"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's release asset
@@ -64,6 +65,8 @@ class ClipSpace(FeatureSpace):
         return self.encoders.fingerprint()
 
     def features(self, images: list[Any]) -> np.ndarray:
+        import numpy as np
+
         return self.encoders.encode_images(images).cpu().numpy().astype(np.float32)
 
 
@@ -161,6 +164,8 @@ class InceptionSpace(FeatureSpace):
         self._torch = torch
 
     def features(self, images: list[Any]) -> np.ndarray:
+        import numpy as np
+
         torch = self._torch
         # uint8 [B, 3, H, W] as torchmetrics' FID takes them; the network resizes to 299 itself
         arrays = [np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images]
