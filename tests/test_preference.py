@@ -114,3 +114,36 @@ def test_hps_missing_checkpoint_is_one_line(tmp_path, clip_dir, items, run_cli):
                   "--option", f"hps.processor={clip_dir}", "--quiet")
     assert res.code != 0 and "HPS_v2.1_compressed.pt" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def imagereward_dirs(tmp_path_factory):
+    from transformers import BertTokenizer
+
+    root = tmp_path_factory.mktemp("imagereward")
+    tiny_scorers.write_blip_tokenizer(root / "tokenizer")
+    vocab = len(BertTokenizer.from_pretrained(root / "tokenizer"))
+    return tiny_preference.make_imagereward_repo(root / "ImageReward", vocab), root / "tokenizer"
+
+
+def test_imagereward_equals_blip_forward_on_the_checkpoint(imagereward_dirs, items):
+    from PIL import Image
+    from transformers import BertTokenizer, CLIPImageProcessor
+
+    from ovi_plugins.scorers.imagereward import ImageRewardScorer
+
+    model_dir, tok_dir = imagereward_dirs
+    s = _scorer(ImageRewardScorer, "imagereward", model=str(model_dir), tokenizer=str(tok_dir), vision_heads=4)
+    s.load()
+    _, its = items
+    got = [r.score for r in s.score(its, {})]
+    sd = torch.load(model_dir / "ImageReward.pt", weights_only=True)
+    # the official preprocessing: Resize(224, bicubic), CenterCrop, ToTensor, Normalize(CLIP mean/std), at 32 here
+    proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, resample=3,
+                              image_mean=tiny_scorers.CLIP_MEAN, image_std=tiny_scorers.CLIP_STD)
+    pixels = proc(images=[Image.open(it.path).convert("RGB") for it in its], return_tensors="pt")["pixel_values"]
+    tok = BertTokenizer.from_pretrained(tok_dir)([it.prompt for it in its], padding="max_length", truncation=True,
+                                                 max_length=35, return_tensors="pt")
+    want = tiny_preference.imagereward_reward(sd, pixels, tok["input_ids"], tok["attention_mask"]).tolist()
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-5)
+    assert len(set(round(g, 6) for g in got)) > 1  # different prompts and images, different rewards
