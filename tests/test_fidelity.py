@@ -339,3 +339,40 @@ def test_a_store_of_another_encoder_is_refused(run, tmp_path, run_cli, encoder_r
     res = run_cli("bench", "fidelity", run, "--reference", store, "--encoder-model", encoder_repo,
                   "--cache", tmp_path / "c", "--quiet")
     _one_line(res, "statistics store", "another encoder space")
+
+
+# ---- the seam: a third-party metric and feature space ----------------------------------------------
+@pytest.fixture
+def metric_plugin():
+    from ovi_cli.plugins import load_registry, set_registry
+    from tests.helpers import plugin_metric
+
+    set_registry(load_registry(extra=[("metric-example", plugin_metric)]))
+    yield
+    set_registry(None)
+
+
+def test_a_plugin_metric_and_feature_space_run_through_bench_fidelity(metric_plugin, run, toy_runs, tmp_path,
+                                                                      run_cli):
+    from PIL import Image
+
+    res = run_cli("plugins", "--json")
+    kinds = {(p["name"], p["kind"]) for p in json.loads(res.stdout)["plugins"]}
+    assert {("mean-gap", "metric"), ("pixels", "feature_space")} <= kinds
+    res = run_cli("bench", "fidelity", run, "--reference", toy_runs["ref"], "--features", "pixels",
+                  "--metrics", "mean-gap,fd", "-O", "mean-gap.scale=2", "--bootstrap", "0",
+                  "--cache", tmp_path / "c", "--quiet")
+    assert res.code == 0, res.stderr
+    entry = json.loads((run / "fidelity.json").read_text())["spaces"]["pixels"]
+
+    def rgb(paths):
+        return np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.float32).mean(axis=(0, 1)) / 255
+                         for p in paths])
+
+    gen, ref = rgb(sorted(run.glob("*/samples/*.png"))), rgb(sorted(toy_runs["ref"].glob("*.png")))
+    want = 2 * float(np.linalg.norm(gen.mean(axis=0) - ref.mean(axis=0)))
+    assert entry["all"]["mean-gap"]["value"] == pytest.approx(want, rel=1e-5)
+    assert entry["all"]["mean-gap"]["details"] == {"scale": 2.0}
+    want_fd = maths.frechet_distance(*maths.mean_cov(gen), *maths.mean_cov(ref))
+    assert entry["all"]["fd"]["value"] == pytest.approx(want_fd, rel=1e-4, abs=1e-6)
+    assert set(entry["categories"]["single"]) == {"mean-gap", "fd"}
