@@ -376,3 +376,15 @@ def test_a_plugin_metric_and_feature_space_run_through_bench_fidelity(metric_plu
     want_fd = maths.frechet_distance(*maths.mean_cov(gen), *maths.mean_cov(ref))
     assert entry["all"]["fd"]["value"] == pytest.approx(want_fd, rel=1e-4, abs=1e-6)
     assert set(entry["categories"]["single"]) == {"mean-gap", "fd"}
+
+
+def test_a_missing_metric_library_names_the_extra(monkeypatch):
+    import sys
+
+    from ovi_cli.errors import OviError
+    from ovi_plugins.fidelity.metrics import PrecisionRecall
+
+    monkeypatch.setitem(sys.modules, "prdc", None)  # as if `prdc` were not installed
+    x = np.zeros((8, 2))
+    with pytest.raises(OviError, match=r"pip install 'ovi\[fidelity\]'"):
+        _context("prdc", PrecisionRecall).compute(x, ReferenceSet(8, features=x))
