@@ -16,6 +16,7 @@ from ovi_cli.schedule import DEFAULT_SCHEDULE, Schedule, get_schedule
 
 DEFAULT_ENCODER_MODEL = "kandinsky-community/kandinsky-2-2-prior"
 DEFAULT_DECODER_MODEL = "kandinsky-community/kandinsky-2-2-decoder"
+DEFAULT_ENCODER_FAMILY = "kandinsky22-prior"  # how the CLIP towers load (`ovi_cli.api.EncoderFamily`)
 NEGATIVE_KINDS = ("zero-image", "zeros")
 
 
@@ -54,6 +55,7 @@ class GenSettings(OviSettings):
     prior: str = "ovi"
     decoder: str = "kandinsky22"
     encoder_model: str = DEFAULT_ENCODER_MODEL
+    encoder_family: str = DEFAULT_ENCODER_FAMILY  # the layout `encoder_model` is read in (a registered family)
     decoder_model: str = DEFAULT_DECODER_MODEL
     seed: int = 0
     constraints: list[str] = field(default_factory=list)  # "NAME[:WEIGHT]"
