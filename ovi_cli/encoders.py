@@ -19,9 +19,7 @@ from torch import Tensor
 
 from ovi_cli.devices import autocast_context
 from ovi_cli.pseudo_tokens import encode_pseudo_tokens
-from ovi_cli.settings import DEFAULT_ENCODER_FAMILY, DEFAULT_ENCODER_MODEL
-
-ENCODER_SUBFOLDERS = ("image_encoder", "text_encoder", "tokenizer", "image_processor")
+from ovi_cli.settings import DEFAULT_ENCODER_FAMILY, DEFAULT_ENCODER_MODEL, ENCODER_SUBFOLDERS  # noqa: F401
 
 
 @dataclass

@@ -16,6 +16,8 @@ from ovi_cli.schedule import DEFAULT_SCHEDULE, Schedule, get_schedule
 
 DEFAULT_ENCODER_MODEL = "kandinsky-community/kandinsky-2-2-prior"
 DEFAULT_DECODER_MODEL = "kandinsky-community/kandinsky-2-2-decoder"
+# the Kandinsky 2.2 prior repository's CLIP subfolders (the `kandinsky22-prior` encoder family's layout)
+ENCODER_SUBFOLDERS = ("image_encoder", "text_encoder", "tokenizer", "image_processor")
 DEFAULT_ENCODER_FAMILY = "kandinsky22-prior"  # how the CLIP towers load (`ovi_cli.api.EncoderFamily`)
 NEGATIVE_KINDS = ("zero-image", "zeros")
 

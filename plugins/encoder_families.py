@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from ovi_cli import hookimpl
 from ovi_cli.api import EncoderFamily, PluginOption
-from ovi_cli.encoders import ENCODER_SUBFOLDERS, _image_processor_class
 from ovi_cli.errors import OviError, first_line
 from ovi_cli.hub import ModelRef, resolve_model_dir
+from ovi_cli.settings import ENCODER_SUBFOLDERS
 
 if TYPE_CHECKING:
     from ovi_cli.encoders import Encoders
@@ -54,7 +54,7 @@ class Kandinsky22PriorFamily(EncoderFamily):
     def load_encoders(self, source: str) -> Encoders:
         from transformers import CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
-        from ovi_cli.encoders import Encoders
+        from ovi_cli.encoders import Encoders, _image_processor_class
 
         root = resolve_model_dir(source, what="encoder", flag="--encoder-model", subfolders=self.subfolders)
         wdtype = self.context.weight_dtype
@@ -94,7 +94,7 @@ class ClipFamily(EncoderFamily):
             CLIPVisionModelWithProjection,
         )
 
-        from ovi_cli.encoders import Encoders
+        from ovi_cli.encoders import Encoders, _image_processor_class
 
         root = resolve_model_dir(source, what="CLIP", flag="--encoder-model")
         if not (root / "config.json").is_file():
