@@ -229,6 +229,11 @@ class Decoder(ABC):
     # what the decoder uses of the run's settings, recorded in the sidecar's "decoding"
     uses_settings: ClassVar[tuple[str, ...]] = ("height", "width", "decoder_steps", "guidance_scale")
     options: ClassVar[tuple[PluginOption, ...]] = ()  # read from `self.options`
+    # the encoder family whose CLIP space the decoder is conditioned in (None: any, e.g. the Kandinsky one);
+    # a run with another `encoder_family` is refused before anything loads
+    encoder_family: ClassVar[str | None] = None
+    # True: `decode` also receives `prompts=[...]` (a decoder that reads the text too, e.g. SDXL + IP-Adapter)
+    uses_prompts: ClassVar[bool] = False
 
     def __init__(self, settings: Any, device: torch.device, dtype: torch.dtype,
                  options: dict[str, Any] | None = None) -> None:

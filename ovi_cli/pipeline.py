@@ -69,6 +69,14 @@ def check_plugin_options(settings: GenSettings, registry: Registry) -> dict[str,
     return out
 
 
+def _preset_decoder(cls: type) -> str | None:
+    """The decoder a model preset selects (None when it selects none, or cannot say here)."""
+    try:
+        return cls().overrides().get("decoder")
+    except Exception:  # noqa: BLE001 - a preset that cannot resolve here (e.g. toy models missing) names none
+        return None
+
+
 def truncation_warning(prompt: str, count: int, limit: int) -> str:
     """The one line shown when the text encoder reads only the first `limit` of a prompt's `count` tokens."""
     shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
@@ -124,9 +132,11 @@ class OviPipeline:
         s = self.settings
         needed = getattr(decoder_cls, "encoder_family", None)
         if needed and needed != s.encoder_family:
+            presets = [f"--model {n}" for n in self.registry.names("model")
+                       if _preset_decoder(self.registry.get("model", n)) == s.decoder]
             raise OviError(f"decoder {s.decoder!r} works in the CLIP space of encoder family {needed!r}, but the "
-                           f"encoder family is {s.encoder_family!r}; use --encoder-family {needed} with a matching "
-                           "--encoder-model, or the decoder's model preset (`ovi plugins`)")
+                           f"encoder family is {s.encoder_family!r}; use {' or '.join(presets) or 'its model preset'}, "
+                           f"or --encoder-family {needed} with a matching --encoder-model")
         cls = self.registry.get("encoder_family", s.encoder_family)
         context = PluginContext(
             name=s.encoder_family, settings=s, device=self.device, dtype=self.dtype, reporter=self.reporter,
