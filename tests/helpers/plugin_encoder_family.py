@@ -28,7 +28,8 @@ class FlatTowers(EncoderFamily):
         dtype = self.context.weight_dtype
         return Encoders(CLIPTextModelWithProjection.from_pretrained(root / "text", dtype=dtype),
                         CLIPVisionModelWithProjection.from_pretrained(root / "vision", dtype=dtype),
-                        CLIPTokenizer.from_pretrained(root / "text"), CLIPImageProcessor.from_pretrained(root / "vision"),
+                        CLIPTokenizer.from_pretrained(root / "text"),
+                        CLIPImageProcessor.from_pretrained(root / "vision"),
                         source=source, device=self.device, dtype=self.dtype, family=self.name)
 
 
