@@ -55,3 +55,19 @@ def test_a_third_party_family_loads_the_towers_of_a_run(encoder_repo, tmp_path):
             OviPipeline(GenSettings(encoder_family="nope"), registry=reg)
     finally:
         set_registry(before)
+
+
+def test_ovi_plugins_lists_the_new_decoders_presets_and_families_with_options(run_cli):
+    import json
+
+    res = run_cli("plugins", "--json")
+    assert res.code == 0, res.stderr
+    rows = {(p["kind"], p["name"]): p for p in json.loads(res.stdout)["plugins"]}
+    for decoder in ("kandinsky22-img2img", "kandinsky22-inpaint", "kandinsky22-controlnet", "sd21-unclip",
+                    "sdxl-ip-adapter"):
+        assert rows[("decoder", decoder)]["options"], decoder
+    assert ("model", "sd21-unclip") in rows and ("model", "sdxl-ip-adapter") in rows
+    assert [o["key"] for o in rows[("decoder", "kandinsky22-img2img")]["options"]] == ["image", "strength"]
+    assert [o["key"] for o in rows[("encoder_family", "clip")]["options"]] == ["vision"]
+    listed = run_cli("plugins", "--options")
+    assert listed.code == 0 and "sdxl-ip-adapter" in listed.stdout and "noise_level" in listed.stdout
