@@ -87,11 +87,10 @@ class _KandinskyTaskDecoder(Kandinsky22Decoder):
 
     def load(self) -> None:
         import diffusers
-        import torch
 
         root = resolve_model_dir(self.source, what=f"{self.name} decoder", flag=self.source_flag,
                                  subfolders=DECODER_SUBFOLDERS)
-        weight_dtype = self.dtype if self.device.type != "cpu" else torch.float32
+        weight_dtype = self.context.weight_dtype  # the one weight-dtype rule
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

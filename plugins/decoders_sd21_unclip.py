@@ -61,13 +61,12 @@ class SD21UnclipDecoder(Decoder):
         return [ModelRef(self.settings.decoder_model, "SD 2.1 unCLIP decoder", "--decoder-model", UNCLIP_SUBFOLDERS)]
 
     def load(self) -> None:
-        import torch
         from diffusers import StableUnCLIPImg2ImgPipeline
 
         source = self.settings.decoder_model
         root = resolve_model_dir(source, what="SD 2.1 unCLIP decoder", flag="--decoder-model",
                                  subfolders=UNCLIP_SUBFOLDERS)
-        wdtype = self.dtype if self.device.type != "cpu" else torch.float32
+        wdtype = self.context.weight_dtype  # the one weight-dtype rule
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -58,7 +58,6 @@ class SdxlIpAdapterDecoder(Decoder):
                          files=(self.options["weight"],))]
 
     def load(self) -> None:
-        import torch
         from diffusers import StableDiffusionXLPipeline
 
         source = self.settings.decoder_model
@@ -66,7 +65,7 @@ class SdxlIpAdapterDecoder(Decoder):
         adapter = resolve_model_dir(self.options["adapter"], what="IP-Adapter", flag="--option sdxl-ip-adapter.adapter",
                                     files=(self.options["weight"],))
         weight = PurePosixPath(self.options["weight"])
-        wdtype = self.dtype if self.device.type != "cpu" else torch.float32
+        wdtype = self.context.weight_dtype  # the one weight-dtype rule
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
