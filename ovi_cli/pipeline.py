@@ -55,7 +55,7 @@ def check_plugin_options(settings: GenSettings, registry: Registry) -> dict[str,
         cls = next((registry.entries[k][owner].cls for k in OPTION_KINDS if owner in registry.entries[k]), None)
         if cls is None:
             known = sorted({n for k in OPTION_KINDS for n in registry.entries[k]})
-            raise OviError(f"--option {owner}.*: no prior, constraint, decoder or encoder family is named {owner!r} "
+            raise OviError(f"--option {owner}.*: no prior, constraint or decoder is named {owner!r} "
                            f"(known: {', '.join(known)})")
         out[owner] = resolve_options(cls, owner, given)
     return out
