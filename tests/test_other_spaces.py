@@ -146,3 +146,18 @@ def test_the_ip_adapter_file_has_the_official_keys_and_is_what_diffusers_loads(s
     numbers = sorted({int(k.split(".")[1]) for k in keys if k.startswith("ip_adapter.")})
     assert numbers[0] == 1 and all(n % 2 == 1 for n in numbers)
     assert all(f"ip_adapter.{n}.to_v_ip.weight" in keys for n in numbers)
+
+
+def test_encoder_family_flag_and_the_clip_vision_option(run_cli, spaces, tmp_path):
+    out = tmp_path / "e.png"
+    res = run_cli("gen", "a red circle", "--encoder-family", "clip", "--encoder-model", str(spaces["clip"]),
+                  "--option", f"clip.vision={spaces['unclip']}", "--decoder", "embeds", *FAST, "--out", str(out))
+    assert res.code == 0, res.stderr
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["settings"]["encoder_family"] == "clip" and side["options"]["clip"] == {"vision": str(spaces["unclip"])}
+    res = run_cli("gen", "a red circle", "--encoder-family", "clip", "--encoder-model", str(spaces["clip"]),
+                  "--option", f"clip.vision={tmp_path / 'gone'}", "--decoder", "embeds", *FAST, "--out", str(out))
+    assert res.code != 0 and len(res.stderr.strip().splitlines()) == 1 and "--option clip.vision" in res.stderr
+    res = run_cli("gen", "a red circle", "--encoder-family", "clip", "--encoder-model", str(spaces["unclip"]),
+                  "--decoder", "embeds", *FAST, "--out", str(out))  # a diffusers repo is no CLIP model folder
+    assert res.code != 0 and len(res.stderr.strip().splitlines()) == 1 and "CLIP" in res.stderr

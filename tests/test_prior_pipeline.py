@@ -112,3 +112,25 @@ def test_the_docs_diffusers_examples_run_on_tiny_models(encoder_repo, decoder_re
     assert Image.open(tmp_path / "cat.png").size == (64, 64)
     assert namespace["image"].size == (64, 64)
     assert namespace["out"].image_embeds.shape == (1, tiny_models.EMBED_DIM)
+
+
+def test_the_trained_priors_through_the_same_interface(run_cli, tmp_path_factory, tmp_path):
+    """`prior="kandinsky"` (diffusers' own prior, its steps and guidance as diffusers names them) and
+    `prior="eclipse"`: the same call, the same embeddings as `ovi gen --prior ...`."""
+    from safetensors.torch import load_file
+
+    from ovi_cli import OviPriorPipeline
+    from tests.helpers import tiny_priors
+
+    repos = tiny_priors.session_repos(tmp_path_factory)
+    kandinsky, eclipse = str(repos["kandinsky"]), str(repos["eclipse"])
+    pipe = OviPriorPipeline.from_pretrained(kandinsky, prior="kandinsky", options={"kandinsky": {"model": kandinsky}})
+    ours = pipe("a red circle", num_inference_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(1))
+    res = run_cli("gen", "a red circle", "--encoder-model", kandinsky, "--prior", "kandinsky", "--prior-model",
+                  kandinsky, "--prior-steps", "3", "--prior-guidance", "2", "--seed", "1", "--decoder", "embeds",
+                  "--device", "cpu", "--quiet", "--out", str(tmp_path / "k.png"))
+    assert res.code == 0, res.stderr
+    assert torch.equal(ours.image_embeds, load_file(tmp_path / "k.safetensors")["image_embeds"])
+    one_pass = pipe("a red circle", prior="eclipse", options={"eclipse": {"model": eclipse}},
+                    generator=torch.Generator().manual_seed(1)).image_embeds
+    assert one_pass.shape == ours.image_embeds.shape and not torch.equal(one_pass, ours.image_embeds)
