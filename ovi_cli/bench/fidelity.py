@@ -443,7 +443,10 @@ def _compute(metrics: Mapping[str, SetMetric], features: np.ndarray, categories:
 
 def _values(metrics: Mapping[str, SetMetric], features: np.ndarray, reference: ReferenceSet) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for m in metrics.values():
+    for name, m in metrics.items():
+        if m.needs_vectors and reference.features is None:
+            raise OviError(f"metric {name!r} needs the reference's feature vectors, but {reference.source!r} "
+                           "offers only moments; use a metric that works from moments (fd)")
         for key, v in m.compute(features, reference).items():
             values[key] = metric_json(v)
     return values
