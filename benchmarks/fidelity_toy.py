@@ -9,7 +9,8 @@ oracle); REFERENCE_DIR a folder of real toy images not used in training, e.g.
 1. the toy CLIP's modality gap (Liang et al. 2022): cosine of the mean L2-normalised text embedding
    of the reference captions to the mean image embedding, and how far TextEmb's embeddings (the text
    embeddings themselves, fed as image embeddings) sit from the real-image cloud compared with the
-   trained toy prior's outputs: FD in the CLIP space, embeddings against real image embeddings;
+   trained toy prior's embeddings of the same captions: FD in the CLIP space, embeddings against real
+   image embeddings (before any decoding);
 2. `ovi bench fidelity` of every run against REFERENCE_DIR in the toy CLIP space (FD with its
    bootstrap interval, over several bootstrap seeds; precision and recall), beside the oracle score.
 """
@@ -44,6 +45,21 @@ def modality_gap(reference: Path, encoder: str, limit: int = 500) -> dict[str, f
     half = len(img) // 2
     out["fd_image_half_vs_half"] = frechet_distance(*mean_cov(img[:half]), *mean_cov(img[half:]))
     out["n"] = len(img)
+    # the trained toy prior's embeddings of the same captions, against the same real image embeddings
+    import torch
+
+    from ovi_cli.api import PluginContext, PriorJob
+    from ovi_plugins.toy.plugin import ToyPrior
+
+    prior = ToyPrior(PluginContext(name="toy-prior", device=torch.device("cpu")))
+    emb = []
+    for i in range(0, len(captions), 64):
+        batch = captions[i:i + 64]
+        job = PriorJob(prompts=batch, text=enc.encode_text(batch), encoders=enc, seeds=list(range(len(batch))))
+        emb.append(prior.embed(job).image_embeds.float().numpy())
+    pri = np.concatenate(emb)
+    out["fd_toy_prior_embeds_vs_image_embeds"] = frechet_distance(*mean_cov(pri), mu_i, cov_i)
+    out["cosine_of_means_toy_prior_vs_image"] = gap(pri, img)["cosine_of_means"]
     out["mean_norm_text"] = float(np.linalg.norm(txt, axis=1).mean())
     out["mean_norm_image"] = float(np.linalg.norm(img, axis=1).mean())
     return out
