@@ -176,9 +176,8 @@ def gen(
 
     from ovi_cli.commands.common import settings_from_params, warn_about_prompts
     from ovi_cli.console import RichReporter, make_progress
-    from ovi_cli.distributed import cuda_device_count, device_for, launch_from_env, work_share
+    from ovi_cli.distributed import cuda_device_count, device_for, launch_from_env, parse_shard, work_share
     from ovi_cli.pipeline import OviPipeline
-    from ovi_stats.build import parse_shard
 
     launch = launch_from_env()
     shard_t = parse_shard(shard)
