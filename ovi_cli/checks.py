@@ -214,4 +214,4 @@ def check_worker_file_limit(workers: int, batch_bytes: int, flag: str = "--worke
         return
     raise OviError(f"{flag} {workers}: the file-size limit (ulimit -f) is {soft} bytes, smaller than one "
                    f"decoded batch ({batch_bytes} bytes), which worker processes pass on in shared-memory files; "
-                   "rerun with --workers 0, a smaller --batch-size, or a higher limit")
+                   "rerun with --resume --workers 0, or raise the limit")

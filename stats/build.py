@@ -400,7 +400,8 @@ def _loader(run: _Run, encoders, workers: int | None):
     decoder = _BatchDecoder(run.root, run.files, encoders.image_processor, run.batch_size, run.state.next_batch,
                             min_side=getattr(encoders, "image_size", None))
     n_workers = default_workers() if workers is None else int(workers)
-    check_worker_file_limit(n_workers, run.batch_size * 3 * (getattr(encoders, "image_size", None) or 224) ** 2 * 4)
+    side = getattr(encoders, "image_size", None) or 224
+    check_worker_file_limit(n_workers, min(run.batch_size, len(run.files)) * 3 * side * side * 4)  # float32 pixels
     return torch.utils.data.DataLoader(
         decoder, batch_size=None, shuffle=False, num_workers=n_workers, collate_fn=_identity,
         prefetch_factor=4 if n_workers else None,

@@ -326,6 +326,7 @@ def stats_info(
         f"count        {info['count']}",
         f"dim          {info['dim']}",
         f"encoder      {enc['source']} (fingerprint {enc['fingerprint']})",
+        f"content      {info['content']}",
         f"mean norm    {info['mean_norm']:.6g}",
         f"shrinkage    {info['shrinkage']:.6g} (Ledoit-Wolf)",
         f"index        {info['index']} {json.dumps(info['index_params'])}",
