@@ -198,3 +198,42 @@ def test_gen_out_without_png_appends_it_and_other_image_suffixes_are_refused(run
     res = run_cli("gen", "a red circle", "--model", "toy", "--steps", "3", "-o", tmp_path / "v1.2", "--quiet")
     assert res.code == 0 and (tmp_path / "v1.2.png").is_file() and (tmp_path / "v1.2.json").is_file()
     one_line_error(run_cli("gen", "a red circle", "--model", "toy", "-o", tmp_path / "s.jpg"), "PNG")
+
+
+# ---- scorer batches are bounded by memory -----------------------------------------------------
+def test_blip_scores_a_batch_too_big_for_memory_in_parts_with_one_warning(scorer_models, tmp_path, monkeypatch):
+    import torch
+
+    from ovi_cli.api import ScoreItem, ScorerContext
+    from ovi_plugins.scorers import blip_vqa
+    from ovi_stats import matmul_search
+
+    warned: list[str] = []
+    from ovi_cli.reporter import WarnReporter
+
+    s = blip_vqa.BlipVqa(ScorerContext(device=torch.device("cpu"), nlp="rules", reporter=WarnReporter(warned.append),
+                                       options={"model": str(scorer_models["blip"]), "image_size": 64,
+                                                "first_token": "enc"}))
+    s.load()
+    items = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        from PIL import Image
+
+        Image.new("RGB", (40, 40), (50 * i, 120, 200)).save(path)
+        items.append(ScoreItem(path, path.name, "a green bench and a blue bowl", i, "color"))
+    whole = s.score(items, {})
+    assert not warned
+    v = s.model.config.vision_config
+    per_image = blip_vqa.blip_bytes_per_image(64, v.patch_size, v.hidden_size, v.num_attention_heads, 2)
+    assert per_image == 4 * (3 * v.num_attention_heads * 65 ** 2 + 16 * 65 * v.hidden_size + 3 * 64 * 64
+                             + 2 * 65 * v.hidden_size)  # (64 / 8)^2 + 1 = 65 tokens
+    calls = []
+    real = s._score_pass
+    monkeypatch.setattr(s, "_score_pass", lambda part: calls.append(len(part)) or real(part))
+    monkeypatch.setattr(matmul_search, "free_bytes", lambda device: int(2.5 * per_image / blip_vqa.MEMORY_FRACTION))
+    parts = s.score(items, {})
+    assert calls == [2, 2, 1] and [r.score for r in parts] == [r.score for r in whole]
+    assert len(warned) == 1 and "scoring 2 at a time" in warned[0] and "64 px" in warned[0]
+    s.score(items, {})
+    assert len(warned) == 1  # once per run
