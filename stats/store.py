@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +50,7 @@ from ovi_stats.validate import (
     MARKER,
     META,
     MOMENTS,
+    STORE_FILES,
     BadStore,
     check_not_overlapping,
     check_replaceable,
@@ -99,12 +101,25 @@ def named_store_path(name: str) -> Path:
 
 
 # ---- the store -------------------------------------------------------------------------------
+def _check_regular_files(path: Path) -> None:
+    """Each store file that is there is a regular file: a FIFO would block the read forever, a link
+    to /dev/zero would fill memory (`BadStore`, one line)."""
+    for name in STORE_FILES:
+        try:
+            mode = os.stat(path / name).st_mode
+        except OSError:
+            continue  # absent (or unreadable): the validation says which
+        if not stat.S_ISREG(mode):
+            raise BadStore(path, f"{name} is not a regular file (a folder, pipe or device)")
+
+
 class StatsStore:
     """A statistics store on disk, validated when opened (`ovi_stats.validate`); the embeddings
     and the index load on first use."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        _check_regular_files(self.path)
         try:
             meta_bytes = (self.path / META).read_bytes()
             self.meta: dict[str, Any] = json.loads(meta_bytes.decode("utf-8"))
@@ -155,6 +170,7 @@ class StatsStore:
 
     # what is on disk
     def _content_fingerprint(self, meta_bytes: bytes | None = None) -> str:
+        _check_regular_files(self.path)
         h = hashlib.sha256()
         try:
             h.update(meta_bytes if meta_bytes is not None else (self.path / META).read_bytes())

@@ -221,3 +221,21 @@ def register_priors(register):
         assert "'hooky'" in res.stdout and "register_priors" in res.stdout
     finally:
         set_registry(None)
+
+
+# ---- store files that are not regular files: a FIFO blocked `stats info` forever ---------------
+@pytest.mark.parametrize("name", ["meta.json", "files.json", "moments.safetensors", "embeddings.npy", "index.faiss"])
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "folder"])
+def test_store_files_that_are_not_regular_files_are_one_line(run_cli, tmp_path, name, kind):
+    s = _store(tmp_path / "s")
+    p = s.path / name
+    p.unlink()
+    if kind == "fifo":
+        os.mkfifo(p)  # no writer: reading it blocked ovi forever
+    elif kind == "dev-zero":
+        p.symlink_to("/dev/zero")  # endless
+    else:
+        p.mkdir()
+    one_line_error(run_cli("stats", "info", s.path), "not a regular file", name)
+    res = run_cli("stats", "list", "--json")
+    assert res.code == 0 and "not a regular file" not in res.stdout
