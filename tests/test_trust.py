@@ -237,3 +237,16 @@ def test_blip_scores_a_batch_too_big_for_memory_in_parts_with_one_warning(scorer
     assert len(warned) == 1 and "scoring 2 at a time" in warned[0] and "64 px" in warned[0]
     s.score(items, {})
     assert len(warned) == 1  # once per run
+
+
+def test_toy_prompt_counts_in_help_texts_are_the_codes(run_cli, monkeypatch):
+    from ovi_cli.bench.suites import get_benchmark
+    from ovi_cli.plugins import get_registry
+
+    bench = get_benchmark("toy")
+    n = {c: len(bench.prompts(c)) for c in bench.categories}
+    description = get_registry().entries["benchmark"]["toy"].cls.description
+    assert all(f"{c} ({k})" in description for c, k in n.items()), (description, n)
+    monkeypatch.setenv("COLUMNS", "400")
+    text = " ".join(run_cli("eval", "toy", "--help").stdout.replace("│", " ").split())
+    assert f"{n['single']} single and {n['binding']} binding" in text
