@@ -250,3 +250,24 @@ def test_toy_prompt_counts_in_help_texts_are_the_codes(run_cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")
     text = " ".join(run_cli("eval", "toy", "--help").stdout.replace("│", " ").split())
     assert f"{n['single']} single and {n['binding']} binding" in text
+
+
+def test_bench_plot_legend_covers_no_bar():
+    """The toy eval plot's legend covered the `real` bar (the first, tallest one)."""
+    from ovi_cli.bench.table import Cell, Row, Table, plot_figure
+
+    cols = [("single", "oracle"), ("single", "clip-score"), ("binding", "oracle"), ("binding", "clip-score")]
+    names = ["real", "textemb", "ovi", "ovi+mahalanobis:0.003", "ovi+mahalanobis:0.03", "ovi+mahalanobis:1",
+             "ovi+nn", "toy-prior"]
+    measured = [[1.0, 0.6263, 1.0, 0.8197], [0.6667, 0.5666, 0.5833, 0.8043], [0.6667, 0.572, 0.6042, 0.8033],
+                [0.6667, 0.5866, 0.625, 0.8007], [0.6667, 0.6378, 0.625, 0.7926], [0.0, 0.1668, 0.1458, 0.2172],
+                [0.4167, 0.6558, 0.5, 0.7913], [0.4167, 0.5654, 0.6458, 0.8068]]  # docs/toy.md's table
+    rows = [Row(n, {c: Cell(v, 12, 12) for c, v in zip(cols, vs)}) for n, vs in zip(names, measured)]
+    fig = plot_figure(Table(cols, rows), "ovi eval toy")
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    bars = [p.get_window_extent(renderer) for p in ax.patches if p.get_height() > 0]
+    assert len(bars) == len(names) * len(cols) - 1  # one bar is 0
+    assert not any(legend.overlaps(b) for b in bars)
