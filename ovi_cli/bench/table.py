@@ -266,11 +266,17 @@ def render_plot(path: Path | str, table: Table, title: str = "") -> None:
     if col is not None and any(col in r.cells and not math.isnan(compositional_mean(r, table)) for r in table.rows):
         render_scatter(path, table, title)
         return
+    plot_figure(table, title).savefig(path, format="png")
+
+
+def plot_figure(table: Table, title: str = ""):
+    """The figure of `render_plot`'s bars; the legend sits outside the axes, right of them, so it never
+    hides a bar (it covered the `real` bar of `ovi eval toy`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     n_cols, n_rows = len(table.columns), max(1, len(table.rows))
-    fig = Figure(figsize=(max(6.0, 1.1 * n_cols * max(1, n_rows) ** 0.5 + 2), 4.5), dpi=100, layout="constrained")
+    fig = Figure(figsize=(max(8.0, 1.1 * n_cols * max(1, n_rows) ** 0.5 + 4), 4.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     width = 0.8 / n_rows
@@ -285,10 +291,10 @@ def render_plot(path: Path | str, table: Table, title: str = "") -> None:
     ax.set_xticks(range(n_cols), [column_label(c, table, "\n") for c in table.columns], fontsize="small")
     ax.set_ylabel("score (mean over images)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     if title:
         ax.set_title(title, fontsize="medium")
-    fig.savefig(path, format="png")
+    return fig
 
 
 def render_scatter(path: Path | str, table: Table, title: str = "") -> None:
@@ -297,7 +303,7 @@ def render_scatter(path: Path | str, table: Table, title: str = "") -> None:
 
     col = fd_column(table)
     assert col is not None
-    fig = Figure(figsize=(6.5, 4.5), dpi=100, layout="constrained")
+    fig = Figure(figsize=(8.0, 4.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     for k, r in enumerate(table.rows):
@@ -313,7 +319,7 @@ def render_scatter(path: Path | str, table: Table, title: str = "") -> None:
     ax.set_xlabel(f"Frechet distance, {col[1].split(':', 1)[1]} features (lower: more realistic)")
     ax.set_ylabel("mean compositional score (higher: more faithful)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # as the bars
     if title:
         ax.set_title(title, fontsize="medium")
     fig.savefig(path, format="png")
