@@ -70,6 +70,7 @@ class GenSettings(OviSettings):
     # execution
     device: str = "auto"
     dtype: str = "auto"
+    batch: int = 1  # prompts (bench: images or prompts) optimised together: batch shapes change float rounding
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # a `Schedule` object becomes a dict of its fields

@@ -111,10 +111,10 @@ def build_stats(
     The store is tied to the encoder that made it: build it with the encoder you generate with
     (e.g. --model toy for the toy world).
     """
-    from ovi_cli.commands.common import settings_from_flags
+    from ovi_cli.commands.common import settings_from_params
     from ovi_stats import build
 
-    encoder_model = settings_from_flags(ctx, model, encoder_model=encoder_model).encoder_model
+    encoder_model = settings_from_params(ctx, model).encoder_model
     if index is not None:
         _check_index(index)
     build.check_build_numbers(batch_size, limit, workers, checkpoint_every)

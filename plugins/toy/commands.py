@@ -6,7 +6,7 @@ Registered through the toy plugin's `register_commands` hook; light on import (T
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,6 +23,18 @@ def _weights(text: str) -> tuple[float, ...]:
     if not values or any(not w >= 0 for w in values):
         raise OviError("--mahalanobis-weights needs at least one weight >= 0")
     return values
+
+
+def terminal() -> Any:
+    """The terminal services these commands use: `make_progress`, `reporter` (a Rich `Reporter`) and
+    `print_table`. The one place that reaches into ovi's terminal layer, until the `register_commands`
+    hook hands plugins a `ui` object with the same three services."""
+    from types import SimpleNamespace
+
+    from ovi_cli.commands.bench_score import print_table
+    from ovi_cli.console import RichReporter, make_progress
+
+    return SimpleNamespace(make_progress=make_progress, reporter=RichReporter, print_table=print_table)
 
 
 def eval_toy_command(
@@ -42,8 +54,6 @@ def eval_toy_command(
 ) -> None:
     """The benchmark harness's toy preset: textemb, ovi, ovi+mahalanobis, ovi+nn and the toy prior, each
     `ovi bench generate toy --model toy` + `ovi bench score --scorers oracle,clip-score`, then one table."""
-    from ovi_cli.commands.bench_score import RichScoreProgress, print_table
-    from ovi_cli.console import make_progress
     from ovi_plugins.toy.eval import default_methods, generate_runs, score_runs, write_table
 
     if prompts is not None:
@@ -53,13 +63,15 @@ def eval_toy_command(
     check_seed(seed, count=images_per_prompt)
     check_output_folder(out)
     methods = default_methods(_weights(mahalanobis_weights))
-    runs = generate_runs(out, steps=steps, images_per_prompt=images_per_prompt, seed=seed, limit=prompts,
-                         methods=methods, real=real, quiet=quiet)
-    progress = make_progress(quiet)
+    ui = terminal()
+    progress = ui.make_progress(quiet)
+    reporter = ui.reporter(progress, quiet=quiet)
     with progress:
-        score_runs(runs, RichScoreProgress(progress, quiet))
+        runs = generate_runs(out, steps=steps, images_per_prompt=images_per_prompt, seed=seed, limit=prompts,
+                             methods=methods, real=real, reporter=reporter)
+        score_runs(runs, reporter)
     table = write_table(out, runs)
-    print_table(table, f"ovi eval toy: {len(runs)} runs, {steps} OVI steps, {images_per_prompt} image(s) per prompt")
+    ui.print_table(table, f"ovi eval toy: {len(runs)} runs, {steps} OVI steps, {images_per_prompt} image(s) per prompt")
     typer.echo(f"wrote {out}/table.md, table.csv, table.json, table.png and one run folder per method")
 
 
