@@ -1,7 +1,7 @@
 """Same flags, same outputs: record a few gen / compare / bench runs, then check a later version.
 
-    python benchmarks/same_outputs.py record REF   # on the version before a change (e.g. main)
-    python benchmarks/same_outputs.py check REF    # after it: every file the same, or what differs
+    python benchmarks/same_run_files.py record REF   # on the version before a change (e.g. main)
+    python benchmarks/same_run_files.py check REF    # after it: every file the same, or what differs
 
 Each run uses the shipped toy world (`--model toy`, offline, CPU, seconds). Compared: every PNG and
 safetensors file byte for byte, every JSON / JSON-lines / CSV file after dropping what changes

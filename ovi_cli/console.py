@@ -108,3 +108,40 @@ class RichReporter(Reporter):
         task = getattr(self, "_count", None)
         if task is not None:
             self.progress.update(task, advance=done, info=info)
+
+
+class UI:
+    """Terminal services handed to plugin commands (`register_commands(cli, ui)`): plugins draw with
+    these instead of importing ovi's terminal modules, so the layers stay as they are."""
+
+    from ovi_cli import options  # the shared flag types (`ui.options.Quiet`, ...), for plugin commands
+
+    @staticmethod
+    def progress(quiet: bool = False) -> Progress:
+        """A Rich progress display (a context manager), as ovi's own commands draw it."""
+        return make_progress(quiet)
+
+    @staticmethod
+    def reporter(progress: Progress, quiet: bool = False) -> RichReporter:
+        """A `Reporter` (ovi_cli.reporter) that draws on `progress`: hand it to any library run."""
+        return RichReporter(progress, quiet=quiet)
+
+    @staticmethod
+    def print_table(table, title: str) -> None:
+        """A benchmark table (`ovi_cli.bench.table.Table`) as `ovi bench table` prints it."""
+        from ovi_cli.commands.bench_score import print_table
+
+        print_table(table, title)
+
+    @staticmethod
+    def warn(message: str) -> None:
+        warn(message)
+
+    @staticmethod
+    def error(message: str) -> None:
+        error_line(message)
+
+    @staticmethod
+    def score_progress(progress: Progress, quiet: bool = False) -> RichReporter:
+        """Kept for plugins written against it: scoring reports through the `Reporter` (use `reporter`)."""
+        return RichReporter(progress, quiet=quiet)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ovi_cli import devices
 from ovi_cli.devices import autocast_context
 from ovi_cli.errors import OviError, first_line
 from ovi_cli.hub import resolve_model_dir
@@ -89,7 +90,7 @@ class Encoders:
         )
         # Weights stay float32 on CPU; on an accelerator half-precision weights halve the memory
         # and autocast does the rest.
-        weight_dtype = dtype if device.type != "cpu" else torch.float32
+        weight_dtype = devices.weight_dtype(device, dtype)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ovi_cli import __version__
-from ovi_cli.api import Constraint, ConstraintContext, ConstraintSpec, PriorJob, Reporter, resolve_options
+from ovi_cli.api import Constraint, ConstraintSpec, PluginContext, PriorJob, Reporter, resolve_options
 from ovi_cli.devices import resolve_device, resolve_dtype
 from ovi_cli.encoders import ENCODER_SUBFOLDERS, Encoders, TextEncoding
 from ovi_cli.errors import OviError
@@ -85,13 +85,8 @@ class OviPipeline:
         check_plugin_options(settings, self.registry)
         self.device = resolve_device(settings.device)
         self.dtype = resolve_dtype(settings.dtype, self.device)
-        prior_cls = self.registry.get("prior", settings.prior)
-        self.prior_options = resolve_options(prior_cls, settings.prior, settings.options_for(settings.prior))
-        self.prior = start_plugin("prior", settings.prior, prior_cls, prior_cls)
-        decoder_cls = self.registry.get("decoder", settings.decoder)
-        decoder_options = resolve_options(decoder_cls, settings.decoder, settings.options_for(settings.decoder))
-        self.decoder = start_plugin("decoder", settings.decoder, decoder_cls, lambda: decoder_cls(
-            settings, self.device, self.dtype, decoder_options))
+        self.prior = self._start("prior", settings.prior)
+        self.decoder = self._start("decoder", settings.decoder)
         self.specs = [ConstraintSpec.parse(c) for c in settings.constraints]
         for spec in self.specs:
             self.registry.get("constraint", spec.name)
@@ -104,6 +99,21 @@ class OviPipeline:
         self._negative: Tensor | None = None
         self.timings: dict[str, float] = {}
 
+    def plugin_context(self, name: str, cls: type, **extra: Any) -> PluginContext:
+        """The one context a plugin of this run is built with: its options resolved, the run's settings."""
+        options = resolve_options(cls, name, self.settings.options_for(name))
+        return PluginContext(name=name, settings=self.settings, options=options, device=self.device,
+                             dtype=self.dtype, reporter=self.reporter, **extra)
+
+    def _start(self, kind: str, name: str, **extra: Any) -> Any:
+        cls = self.registry.get(kind, name)
+        context = self.plugin_context(name, cls, **extra)
+        return start_plugin(kind, name, cls, lambda: cls(context))
+
+    @property
+    def prior_options(self) -> dict[str, Any]:
+        return self.prior.options
+
     def _validate(self) -> None:
         self.settings.check()
         if self.settings.negative not in NEGATIVE_KINDS:
@@ -113,7 +123,7 @@ class OviPipeline:
         """Every model this pipeline loads: encoders, prior, decoder (resolved before loading any)."""
         refs = [] if self.encoders is not None else [
             ModelRef(self.settings.encoder_model, "encoder", "--encoder-model", ENCODER_SUBFOLDERS)]
-        refs += self.prior.required_models(self.prior_options, self.settings)
+        refs += self.prior.required_models()
         if not self._decoder_loaded:
             refs += self.decoder.required_models()
         return refs
@@ -165,23 +175,17 @@ class OviPipeline:
             self.store = open_store_for(self.settings.stats, self.encoders, warn=self.reporter.warn)
         return self.store
 
-    def constraint_context(self, options: dict[str, Any] | None = None) -> ConstraintContext:
-        """What a constraint of this pipeline is built from (also for weight-0 trackers)."""
+    def constraint_context(self) -> PluginContext:
+        """The context of a weight-0 tracker of this pipeline (no options of its own)."""
         assert self.encoders is not None
-        return ConstraintContext(encoders=self.encoders, device=self.device, dtype=self.dtype,
-                                 store=self.store, options=dict(options or {}), warn=self.reporter.warn)
+        return PluginContext(settings=self.settings, device=self.device, dtype=self.dtype, reporter=self.reporter,
+                             encoders=self.encoders, store=self.store, weight=0.0)
 
     def _build_constraints(self) -> list[Constraint]:
-        classes = [self.registry.get("constraint", s.name) for s in self.specs]
-        if any(c.needs_stats for c in classes):
+        if any(self.registry.get("constraint", s.name).needs_stats for s in self.specs):
             self.open_store()
-        out = []
-        for spec, cls in zip(self.specs, classes):
-            weight = cls.default_weight if spec.weight is None else spec.weight
-            opts = resolve_options(cls, spec.name, self.settings.options_for(spec.name))
-            ctx = self.constraint_context(opts)
-            out.append(start_plugin("constraint", spec.name, cls, lambda cls=cls, w=weight, c=ctx: cls(w, c)))
-        return out
+        return [self._start("constraint", spec.name, encoders=self.encoders, store=self.store, weight=spec.weight)
+                for spec in self.specs]
 
     def negative_embedding(self) -> Tensor:
         """`[1, D]`: the zero-image embedding (default) or a zero tensor."""
@@ -223,9 +227,7 @@ class OviPipeline:
         t = time.perf_counter()
         job = PriorJob(
             prompts=prompts, text=text, encoders=self.encoders, seeds=seeds,
-            settings=self.settings, constraints=[*self.constraints, *trackers],
-            on_progress=self.reporter.ovi_progress, options=dict(self.prior_options),
-            warn=self.reporter.warn,
+            constraints=[*self.constraints, *trackers], on_progress=self.reporter.ovi_progress,
         )
         out = self.prior.embed(job)
         check_prior_output(self.settings.prior, self.prior, out, prompts, self.encoders.embed_dim)

@@ -117,7 +117,11 @@ class Registry:
         out = []
         for impl in self.manager.hook.register_commands.get_hookimpls():
             plugin, package, version = self.origins[impl.plugin_name]
-            out.append((plugin, package, version, impl.function))
+
+            def call(impl=impl, **kwargs: Any) -> Any:  # an implementation may take fewer arguments (pluggy's rule)
+                return impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+
+            out.append((plugin, package, version, call))
         return out
 
 

@@ -20,6 +20,29 @@ NEGATIVE_KINDS = ("zero-image", "zeros")
 
 
 @dataclass
+class ConstraintSpec:
+    """A constraint as named on the command line: `NAME[:WEIGHT]`."""
+
+    name: str
+    weight: float | None = None  # None: the constraint's default weight
+
+    @classmethod
+    def parse(cls, text: str) -> ConstraintSpec:
+        name, sep, weight = text.strip().partition(":")
+        if not name or (sep and not weight):
+            raise OviError(f"malformed --constraint {text!r}: expected NAME or NAME:WEIGHT")
+        if not sep:
+            return cls(name)
+        try:
+            value = float(weight)
+        except ValueError:
+            raise OviError(f"malformed --constraint {text!r}: weight {weight!r} is not a number") from None
+        if not value >= 0 or value == float("inf"):
+            raise OviError(f"malformed --constraint {text!r}: weight must be a finite number >= 0")
+        return cls(name, value)
+
+
+@dataclass
 class OviSettings:
     """OVI hyper-parameters; the `paper` schedule's defaults follow the paper and its reference code.
 
@@ -78,7 +101,6 @@ class GenSettings(OviSettings):
     def check(self) -> None:
         """Every number finite and in range (one-line `OviError`s), before anything loads."""
         from ovi_cli import checks
-        from ovi_cli.api import ConstraintSpec
 
         checks.check_int(self.tokens, "--tokens", minimum=1, maximum=checks.MAX_TOKENS)
         checks.check_int(self.steps, "--steps", minimum=1, maximum=checks.MAX_STEPS)

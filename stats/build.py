@@ -70,20 +70,6 @@ F16_MAX = 65504.0  # embeddings are stored as float16
 
 
 # ---- pure helpers ----------------------------------------------------------------------------
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """`"I/N"` (1-based, 1 <= I <= N) -> (I, N); None -> None."""
-    if text is None:
-        return None
-    try:
-        i_text, n_text = text.split("/")
-        i, n = int(i_text), int(n_text)
-    except ValueError:
-        raise OviError(f"--shard must look like I/N (e.g. 1/4), got {text!r}") from None
-    if n < 1 or not 1 <= i <= n:
-        raise OviError(f"--shard {text}: need 1 <= I <= N")
-    return i, n
-
-
 def shard_slice(count: int, shard: tuple[int, int] | None) -> slice:
     """The contiguous block of positions that shard I of N takes (blocks differ in size by <= 1)."""
     if shard is None:

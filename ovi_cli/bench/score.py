@@ -335,7 +335,7 @@ def _origin(registry: Any, name: str) -> dict[str, str]:
 
 
 def build_scorers(names: Iterable[str], classes: Mapping[str, type], request: ScoreRequest,
-                  device: Any, warn: Any, failed: dict[str, str] | None = None) -> dict[str, Scorer]:
+                  device: Any, reporter: Reporter, failed: dict[str, str] | None = None) -> dict[str, Scorer]:
     """Each scorer built with its context; one that fails to build is recorded in `failed` (or raised)."""
     unknown_owners = set(request.options) - set(classes)
     if unknown_owners:
@@ -346,10 +346,9 @@ def build_scorers(names: Iterable[str], classes: Mapping[str, type], request: Sc
     for name in names:
         cls = classes[name]
         opts = resolve_options(cls, name, request.options.get(name))
-        ctx = ScorerContext(device=device, options=opts, batch_size=request.batch_size, nlp=request.nlp,
-                            encoder_model=request.encoder_model, warn=warn)
-        ok, scorer = _guarded(name, "could not be built", lambda c=cls, x=ctx: c(x),
-                              failed if failed is not None else {})
+        ctx = ScorerContext(name=name, device=device, options=opts, reporter=reporter,
+                            batch_size=request.batch_size, nlp=request.nlp, encoder_model=request.encoder_model)
+        ok, scorer = _guarded(name, "could not be built", partial(cls, ctx), failed if failed is not None else {})
         if ok:
             out[name] = scorer
         elif failed is None:
@@ -408,7 +407,7 @@ def score_run(run: Path, request: ScoreRequest | None = None, *, reporter: Repor
         reporter.warn(f"{category}: not scored: {reason}")
     device = resolve_device(request.device)
     failed: dict[str, str] = {}
-    scorers = build_scorers(dict.fromkeys(n for _, n in plan.jobs), classes, request, device, reporter.warn, failed)
+    scorers = build_scorers(dict.fromkeys(n for _, n in plan.jobs), classes, request, device, reporter, failed)
 
     # every check before any model loads: earlier scores' settings, then the models still needed
     settings, unavailable = _settings_of(scorers, failed)

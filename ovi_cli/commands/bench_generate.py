@@ -86,8 +86,7 @@ def generate(
     from ovi_cli.bench.generate import BenchOptions, plan_bench_run
     from ovi_cli.commands.common import flag_values, settings_from_params
     from ovi_cli.console import err_console, make_progress
-    from ovi_cli.distributed import launch_from_env
-    from ovi_stats.build import parse_shard
+    from ovi_cli.distributed import launch_from_env, parse_shard
 
     # ---- every input, before any model loads ----
     launch = launch_from_env()

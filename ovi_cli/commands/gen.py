@@ -57,9 +57,8 @@ def gen(
     """
     from ovi_cli.commands.common import flag_values, settings_from_params
     from ovi_cli.console import RichReporter, make_progress
-    from ovi_cli.distributed import launch_from_env
+    from ovi_cli.distributed import launch_from_env, parse_shard
     from ovi_cli.gen_run import GenRun
-    from ovi_stats.build import parse_shard
 
     launch = launch_from_env()
     quiet = bool(flag_values(ctx).get("quiet"))

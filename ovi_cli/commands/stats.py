@@ -165,14 +165,14 @@ def _build_from_folder(source: Path, encoder_model: str, *, out: Path | None, na
     """Encode an image folder (this process's share of it under torchrun) and write the store."""
     from ovi_cli.console import err_console, make_progress
     from ovi_cli.devices import resolve_device, resolve_dtype
-    from ovi_cli.distributed import barrier, cuda_device_count, device_for, launch_from_env, process_group
+    from ovi_cli.distributed import barrier, cuda_device_count, device_for, launch_from_env, parse_shard, process_group
     from ovi_cli.encoders import Encoders
     from ovi_stats import build
 
     if not source.is_dir():
         raise OviError(f"{str(source)!r} is not a folder")
     resume, force = build_kwargs["resume"], build_kwargs["force"]
-    shard_t = build.parse_shard(shard)
+    shard_t = parse_shard(shard)
     default_name = source.expanduser().absolute().name or "stats"
     if shard_t:
         default_name += f"-shard{shard_t[0]}of{shard_t[1]}"

@@ -1,6 +1,7 @@
 """`ovi toy dataset|train|eval` and `ovi eval toy`: the offline toy world's commands (docs/toy.md).
 
-Registered through the toy plugin's `register_commands` hook; light on import (Typer only).
+Registered through the toy plugin's `register_commands` hook, which hands over the terminal services
+(`ui`: progress, reporter, tables, the shared flag types); light on import (Typer only).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from typing import Annotated, Any
 
 import typer
 
-from ovi_cli import options
 from ovi_cli.checks import MAX_STEPS, MAX_THREADS, check_int, check_output_folder, check_seed
 from ovi_cli.errors import OviError
 
@@ -23,18 +23,6 @@ def _weights(text: str) -> tuple[float, ...]:
     if not values or any(not w >= 0 for w in values):
         raise OviError("--mahalanobis-weights needs at least one weight >= 0")
     return values
-
-
-def terminal() -> Any:
-    """The terminal services these commands use: `make_progress`, `reporter` (a Rich `Reporter`) and
-    `print_table`. The one place that reaches into ovi's terminal layer, until the `register_commands`
-    hook hands plugins a `ui` object with the same three services."""
-    from types import SimpleNamespace
-
-    from ovi_cli.commands.bench_score import print_table
-    from ovi_cli.console import RichReporter, make_progress
-
-    return SimpleNamespace(make_progress=make_progress, reporter=RichReporter, print_table=print_table)
 
 
 def eval_toy_command(
@@ -50,7 +38,7 @@ def eval_toy_command(
         help="Comma-separated mahalanobis weights to compare (the largest should collapse).")] = "0.003,0.03,1",
     real: Annotated[bool, typer.Option("--real/--no-real", help="Add real rendered images of the prompts "
                                        "(the ceiling).")] = True,
-    quiet: options.Quiet = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """The benchmark harness's toy preset: textemb, ovi, ovi+mahalanobis, ovi+nn and the toy prior, each
     `ovi bench generate toy --model toy` + `ovi bench score --scorers oracle,clip-score`, then one table."""
@@ -63,19 +51,24 @@ def eval_toy_command(
     check_seed(seed, count=images_per_prompt)
     check_output_folder(out)
     methods = default_methods(_weights(mahalanobis_weights))
-    ui = terminal()
-    progress = ui.make_progress(quiet)
-    reporter = ui.reporter(progress, quiet=quiet)
-    with progress:
+    progress = _ui.progress(quiet)
+    reporter = _ui.reporter(progress, quiet=quiet)
+    with progress:  # the library's bench and score runs, reporting through the Reporter
         runs = generate_runs(out, steps=steps, images_per_prompt=images_per_prompt, seed=seed, limit=prompts,
                              methods=methods, real=real, reporter=reporter)
         score_runs(runs, reporter)
     table = write_table(out, runs)
-    ui.print_table(table, f"ovi eval toy: {len(runs)} runs, {steps} OVI steps, {images_per_prompt} image(s) per prompt")
+    _ui.print_table(table, f"ovi eval toy: {len(runs)} runs, {steps} OVI steps, "
+                    f"{images_per_prompt} image(s) per prompt")
     typer.echo(f"wrote {out}/table.md, table.csv, table.json, table.png and one run folder per method")
 
 
-def add_commands(app: typer.Typer) -> None:
+_ui: Any = None  # the terminal services `register_commands` hands over
+
+
+def add_commands(app: typer.Typer, ui: Any) -> None:
+    global _ui
+    _ui = ui
     toy = typer.Typer(help="The offline toy world: synthetic shapes, tiny trained models, evaluation.",
                       no_args_is_help=True)
     evaluate = typer.Typer(help="Evaluations.", no_args_is_help=True)
