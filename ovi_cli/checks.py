@@ -30,6 +30,7 @@ MAX_TOKENS = 4096
 MAX_BATCH = 65_536
 MAX_THREADS = 4096
 MAX_WEIGHT = 1e6  # a constraint weight above this only overflows the loss
+MAX_LR = 1e6  # a learning rate above this only throws the embedding away (near 1e38 it overflows float32)
 # pseudo-filesystems: nothing ovi writes belongs there (writes there fail late, or worse, succeed)
 PSEUDO_FS = ("/proc", "/sys", "/dev")
 PSEUDO_FS_OK = ("/dev/shm",)

@@ -104,7 +104,7 @@ class GenSettings(OviSettings):
 
         checks.check_int(self.tokens, "--tokens", minimum=1, maximum=checks.MAX_TOKENS)
         checks.check_int(self.steps, "--steps", minimum=1, maximum=checks.MAX_STEPS)
-        checks.check_float(self.lr, "--lr", above=0)
+        checks.check_float(self.lr, "--lr", above=0, maximum=checks.MAX_LR)
         checks.check_float(self.weight_decay, "--weight-decay", minimum=0)
         checks.check_int(self.patience, "--patience", minimum=0, maximum=checks.MAX_STEPS)
         checks.check_float(self.min_delta, "--min-delta", minimum=0)

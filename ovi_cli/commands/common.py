@@ -47,7 +47,7 @@ def plugin_options(option: list[str] | None, aliases: dict[tuple[str, str], Any]
 @dataclass(frozen=True)
 class PluginFlag:
     """A flag a plugin declares on one of its options (`PluginOption(flag=...)`): `owners` are the
-    plugins of `kind` that declare it; several: it goes to the chosen one (`--prior-model`)."""
+    plugins of `kind` that declare it; several: it goes to the chosen one (e.g. each prior's `model`)."""
 
     flag: str
     kind: str
@@ -62,7 +62,7 @@ class PluginFlag:
 def plugin_flags(registry: Any = None, *, several_priors: bool = False) -> list[tuple[PluginFlag, Any]]:
     """Every registered plugin flag of `PLUGIN_FLAG_KINDS`, with one of its `PluginOption`s (for the
     type and help), sorted by flag. `several_priors` (`compare`): a flag several priors share is
-    mounted once per prior instead, as `--PRIOR-KEY` (`--eclipse-model`)."""
+    mounted once per prior instead, as `--PRIOR-KEY`."""
     from ovi_cli.plugins import get_registry
 
     registry = registry or get_registry()
@@ -179,7 +179,7 @@ def flag_values(ctx: typer.Context) -> dict[str, Any]:
 def _plugin_aliases(ctx: typer.Context, values: Mapping[str, Any], chosen: Mapping[str, list[str]]
                     ) -> dict[tuple[str, str], Any]:
     """(plugin, key) -> value of each plugin flag given; a flag several plugins declare goes to the
-    chosen one(s) of its kind (`--prior-model` to `--prior`'s)."""
+    chosen one(s) of its kind (a prior flag to `--prior`'s plugin)."""
     out: dict[tuple[str, str], Any] = {}
     for param in ctx.command.params:
         pf = getattr(param, "ovi_plugin_flag", None)
@@ -193,7 +193,7 @@ def _plugin_aliases(ctx: typer.Context, values: Mapping[str, Any], chosen: Mappi
 
 def normalise_options(options: Mapping[str, Mapping[str, Any]], registry: Any = None) -> dict[str, dict[str, Any]]:
     """Each plugin option value parsed by its plugin's `PluginOption.parse` (`--option nn.k=2` and
-    `--nn-k 2` record the same `2`); owners and keys no plugin declares are kept as given (refused
+    its alias flag record the same value); owners and keys no plugin declares are kept as given (refused
     later, by name, when the plugin is built)."""
     from ovi_cli.plugins import get_registry
 

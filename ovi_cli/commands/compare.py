@@ -14,7 +14,7 @@ from ovi_cli.commands.common import flag_values, run_command, settings_from_para
 from ovi_cli.errors import OviError
 
 # compare runs the priors of --priors, each with its own constraints: no --prior, --constraint or
-# early stopping; a flag several priors declare (--prior-model) is mounted per prior (--eclipse-model)
+# early stopping; a flag several priors declare is mounted once per prior, as --PRIOR-KEY
 CompareCommand = run_command(exclude=("prior", "constraint", "patience", "min_delta", "compile"),
                              several_priors=True)
 
