@@ -175,7 +175,7 @@ def claim_folder(folder: Path, settings: dict[str, Any]) -> Iterator[None]:
         others = live(data.get("writers") or [])
         if others:
             check_resume(data.get("settings") or {}, settings, f"the run writing into {str(folder)!r} now (pid "
-                         f"{others[0]['pid']})", "wait for it to finish, or choose another --out")
+                         f"{others[0]['pid']})", "wait for it to finish, or choose another --out", only_shared=True)
         atomic_write_json(path, {"settings": settings, "writers": [*others, me]})
     try:
         yield

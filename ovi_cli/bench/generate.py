@@ -298,7 +298,7 @@ def check_plan_size(suites: list[CategoryPrompts], options: BenchOptions) -> Non
     from ovi_cli.checks import check_int, check_seed
 
     check_plan_options(options.images_per_prompt, options.batch, options.ovi_per)
-    check_int(options.images_per_prompt, "--images-per-prompt", minimum=1, maximum=MAX_PLANNED_IMAGES)
+    check_int(options.images_per_prompt, "--images-per-prompt", minimum=1)
     check_seed(options.seed, count=options.images_per_prompt)
     images = sum(len(s.selected) for s in suites) * options.images_per_prompt
     if images > MAX_PLANNED_IMAGES:

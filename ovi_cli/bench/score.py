@@ -238,7 +238,7 @@ def read_cache(path: Path) -> tuple[dict[str, Any] | None, dict[str, Cached]]:
         return None, {}
     header: dict[str, Any] | None = None
     rows: dict[str, Cached] = {}
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8", errors="replace") as f:  # junk bytes: lines that do not parse
         for n, line in enumerate(f):
             try:
                 obj = json.loads(line)
@@ -369,7 +369,8 @@ def _guarded(name: str, what: str, call: Any, failed: dict[str, str]) -> tuple[b
 
 
 def _fail(failed: dict[str, str], name: str, what: str, exc: BaseException) -> None:
-    reason = f"SystemExit({exc.code!r})" if isinstance(exc, SystemExit) else first_line(exc)
+    reason = f"SystemExit({exc.code!r})" if isinstance(exc, SystemExit) else \
+        str(exc) if isinstance(exc, OviError) else first_line(exc)
     failed.setdefault(name, f"scorer {name!r} {what}: {reason}")
 
 
