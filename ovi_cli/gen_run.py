@@ -135,16 +135,6 @@ def check_gen_run(settings: GenSettings, paths: Sequence[Path], seeds: Sequence[
 
 
 # ---- one folder, one set of settings at a time ------------------------------------------------------
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
 @contextmanager
 def claim_folder(folder: Path, settings: dict[str, Any]) -> Iterator[None]:
     """Write into `folder` alongside only runs with the same settings (the shares of one run, torchrun's
@@ -155,13 +145,14 @@ def claim_folder(folder: Path, settings: dict[str, Any]) -> Iterator[None]:
     """
     from ovi_cli.outputs import atomic_write_json, ensure_folder
     from ovi_stats.lock import BuildInProgress, store_lock
+    from ovi_stats.lock import _alive as alive
 
     me = {"host": socket.gethostname(), "pid": os.getpid()}
     path = folder / RUN_FILE
 
     def live(claims: Any) -> list[dict]:
         return [c for c in claims if isinstance(c, dict) and c.get("host") == me["host"] and
-                isinstance(c.get("pid"), int) and c["pid"] != me["pid"] and _alive(c["pid"])]
+                isinstance(c.get("pid"), int) and c["pid"] != me["pid"] and alive(c["pid"])]
 
     def locked():
         try:
@@ -169,6 +160,7 @@ def claim_folder(folder: Path, settings: dict[str, Any]) -> Iterator[None]:
         except BuildInProgress as exc:  # pragma: no cover - the lock is held for milliseconds
             raise OviError(f"another ovi run is starting in {str(folder)!r}; retry in a moment") from exc
 
+    created = not folder.exists()
     ensure_folder(folder)
     with locked():
         data = read_sidecar(path) or {}
@@ -188,6 +180,8 @@ def claim_folder(folder: Path, settings: dict[str, Any]) -> Iterator[None]:
                     atomic_write_json(path, {**data, "writers": rest})
                 else:
                     path.unlink(missing_ok=True)
+            if created:
+                folder.rmdir()  # only when still empty: a run that failed before writing leaves no folder
         except (OviError, OSError):
             pass  # the claim of a gone process does not count: leaving it is harmless
 
