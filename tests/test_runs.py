@@ -215,3 +215,13 @@ def test_every_run_command_takes_the_shared_and_the_plugin_flags(command):
         assert {"--eclipse-model", "--kandinsky-model"} <= flags and "--prior-model" not in flags
     else:
         assert {"--prior", "--prior-model", "--constraint", "--patience", "--compile"} <= flags
+
+
+def test_bench_score_mounts_the_scorers_flags_from_the_registry():
+    import ovi_cli.commands.bench_score as bench_score
+    from ovi_cli.cli import cli_command
+
+    cmd = cli_command().commands["bench"].commands["score"]
+    assert {"--clip-model", "--blip-model", "--detector-model"} <= {o for p in cmd.params for o in p.opts}
+    text = inspect.getsource(bench_score)
+    assert "--clip-model" not in text and "clip_model" not in text and "blip_model" not in text

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ovi_cli import options
-from ovi_cli.commands.common import plugin_options
+from ovi_cli.commands.common import plugin_aliases, plugin_options, run_command
 from ovi_cli.errors import OviError
 
 SCORING = "Scoring"
@@ -24,7 +24,12 @@ def _names(text: str | None, flag: str) -> list[str] | None:
     return list(dict.fromkeys(names))
 
 
+# the scorers' own flags (`PluginOption(flag=...)`), mounted from the registry
+ScoreCommand = run_command(shared=False, kinds=("scorer",))
+
+
 def score(
+    ctx: typer.Context,
     run: Annotated[Path, typer.Argument(help="A benchmark run folder (RUN/<category>/samples/*.png).")],
     scorers: Annotated[str | None, typer.Option(
         rich_help_panel=SCORING, show_default=False,
@@ -38,18 +43,6 @@ def score(
         "--model", rich_help_panel=options.MODELS, show_default=False,
         help="Model preset whose CLIP the CLIP-based scorers use, e.g. `toy` (the toy CLIP, offline). "
         "Default: the preset the run's benchmark names (the toy benchmark: toy), else none.")] = None,
-    clip_model: Annotated[str | None, typer.Option(
-        rich_help_panel=options.MODELS, show_default=False,
-        help="CLIP for clip-score: hub id or folder (default openai/clip-vit-base-patch32). "
-        "Alias of --option clip-score.model=M.")] = None,
-    blip_model: Annotated[str | None, typer.Option(
-        rich_help_panel=options.MODELS, show_default=False,
-        help="BLIP VQA for blip-vqa (default Salesforce/blip-vqa-capfilt-large). "
-        "Alias of --option blip-vqa.model=M.")] = None,
-    detector_model: Annotated[str | None, typer.Option(
-        rich_help_panel=options.MODELS, show_default=False,
-        help="OWLv2 / OWL-ViT detector for detector (default google/owlv2-base-patch16-ensemble). "
-        "Alias of --option detector.model=M.")] = None,
     option: Annotated[list[str] | None, typer.Option(
         "--option", "-O", rich_help_panel=options.PLUGIN_OPTIONS, metavar="SCORER.KEY=VALUE",
         help="A scorer option, repeatable: detector.threshold=0.2, blip-vqa.image_size=0 ... "
@@ -77,8 +70,7 @@ def score(
     request = ScoreRequest(
         scorers=_names(scorers, "--scorers"), categories=_names(categories, "--categories"), device=device,
         batch_size=batch_size, nlp=nlp, rescore=rescore,
-        options=plugin_options(option, {("clip-score", "model"): clip_model, ("blip-vqa", "model"): blip_model,
-                                        ("detector", "model"): detector_model}),
+        options=plugin_options(option, plugin_aliases(ctx)),
     )
     if model is not None:
         from ovi_cli.presets import apply_model

@@ -59,15 +59,16 @@ class PluginFlag:
         return "plugin_flag_" + self.flag.lstrip("-").replace("-", "_")
 
 
-def plugin_flags(registry: Any = None, *, several_priors: bool = False) -> list[tuple[PluginFlag, Any]]:
-    """Every registered plugin flag of `PLUGIN_FLAG_KINDS`, with one of its `PluginOption`s (for the
-    type and help), sorted by flag. `several_priors` (`compare`): a flag several priors share is
+def plugin_flags(registry: Any = None, *, several_priors: bool = False,
+                 kinds: tuple[str, ...] = PLUGIN_FLAG_KINDS) -> list[tuple[PluginFlag, Any]]:
+    """Every registered plugin flag of `kinds`, with one of its `PluginOption`s (for the type and
+    help), sorted by flag. `several_priors` (`compare`): a flag several priors share is
     mounted once per prior instead, as `--PRIOR-KEY`."""
     from ovi_cli.plugins import get_registry
 
     registry = registry or get_registry()
     found: dict[tuple[str, str, str], list[tuple[str, Any]]] = {}
-    for kind in PLUGIN_FLAG_KINDS:
+    for kind in kinds:
         for name in registry.names(kind):
             for opt in getattr(registry.get(kind, name), "options", ()) or ():
                 flag = getattr(opt, "flag", None)
@@ -89,7 +90,8 @@ def _flag_help(pf: PluginFlag, opt: Any) -> str:
     else:
         head = f"Alias of --option {pf.kind.upper()}.{pf.key}={value} for the chosen --{pf.kind} " \
                f"({', '.join(pf.owners)})"
-    text = f"{head}: {opt.help}" if opt.help and len(pf.owners) == 1 else head
+    own = (opt.help or "").replace(f"; alias {pf.flag}", "").replace(f"alias {pf.flag}", "").strip(" ;")
+    text = f"{head}: {own}" if own and len(pf.owners) == 1 else head
     return text.rstrip(".") + "."
 
 
@@ -143,14 +145,17 @@ class RunCommand(TyperCommand):
 
     exclude: ClassVar[frozenset[str]] = frozenset()
     several_priors: ClassVar[bool] = False
+    shared: ClassVar[bool] = True  # the shared run flags (False: only the plugin flags of `kinds`)
+    kinds: ClassVar[tuple[str, ...]] = PLUGIN_FLAG_KINDS
 
     def __init__(self, *args: Any, params: list[Any] | None = None, **kwargs: Any) -> None:
         own = list(params or [])
         names = {p.name for p in own}
-        added = [p for p in _shared_params() if p.name not in names and p.name not in self.exclude]
+        shared = _shared_params() if self.shared else []
+        added = [p for p in shared if p.name not in names and p.name not in self.exclude]
         taken = {o for p in own + added for o in getattr(p, "opts", [])}
         free = []
-        for pf, opt in plugin_flags(several_priors=self.several_priors):
+        for pf, opt in plugin_flags(several_priors=self.several_priors, kinds=self.kinds):
             if pf.flag not in taken:  # a core flag (or an earlier plugin's) keeps its name
                 taken.add(pf.flag)
                 free.append((pf, opt))
@@ -163,9 +168,12 @@ class RunCommand(TyperCommand):
         return super().invoke(ctx)
 
 
-def run_command(exclude: tuple[str, ...] = (), several_priors: bool = False) -> type[RunCommand]:
-    """The `RunCommand` class of one command (`app.command(cls=run_command(...))`)."""
-    return type("RunCommand", (RunCommand,), {"exclude": frozenset(exclude), "several_priors": several_priors})
+def run_command(exclude: tuple[str, ...] = (), several_priors: bool = False, shared: bool = True,
+                kinds: tuple[str, ...] = PLUGIN_FLAG_KINDS) -> type[RunCommand]:
+    """The `RunCommand` class of one command (`app.command(cls=run_command(...))`); `shared=False,
+    kinds=("scorer",)`: only the scorers' flags (`bench score`)."""
+    return type("RunCommand", (RunCommand,), {"exclude": frozenset(exclude), "several_priors": several_priors,
+                                              "shared": shared, "kinds": tuple(kinds)})
 
 
 def flag_values(ctx: typer.Context) -> dict[str, Any]:
@@ -176,10 +184,11 @@ def flag_values(ctx: typer.Context) -> dict[str, Any]:
 
 
 # ---- settings from flags --------------------------------------------------------------------------
-def _plugin_aliases(ctx: typer.Context, values: Mapping[str, Any], chosen: Mapping[str, list[str]]
-                    ) -> dict[tuple[str, str], Any]:
+def plugin_aliases(ctx: typer.Context, chosen: Mapping[str, list[str]] | None = None
+                   ) -> dict[tuple[str, str], Any]:
     """(plugin, key) -> value of each plugin flag given; a flag several plugins declare goes to the
     chosen one(s) of its kind (a prior flag to `--prior`'s plugin)."""
+    values, chosen = flag_values(ctx), chosen or {}
     out: dict[tuple[str, str], Any] = {}
     for param in ctx.command.params:
         pf = getattr(param, "ovi_plugin_flag", None)
@@ -227,7 +236,7 @@ def settings_from_params(ctx: typer.Context, model: str | None = None, **fixed: 
     settings = apply_model(GenSettings(**settings_values), values.get("model", model), explicit_params(ctx))
     chosen = {"prior": [settings.prior], "decoder": [settings.decoder],
               "constraint": [ConstraintSpec.parse(c).name for c in settings.constraints]}
-    given = plugin_options(list(values.get("option") or []) or None, _plugin_aliases(ctx, values, chosen))
+    given = plugin_options(list(values.get("option") or []) or None, plugin_aliases(ctx, chosen))
     merged = {**{k: dict(v) for k, v in settings.options.items()}}
     for owner, opts in given.items():
         merged.setdefault(owner, {}).update(opts)
