@@ -246,6 +246,8 @@ class Decoder(Plugin):
     uses_settings: ClassVar[tuple[str, ...]] = ("height", "width", "decoder_steps", "guidance_scale")
     # the encoder family (CLIP space) whose image embeddings it takes; None: any
     encoder_family: ClassVar[str | None] = None
+    # True: `decode` also receives `prompts=[...]` (a decoder that reads the text too, e.g. SDXL + IP-Adapter)
+    uses_prompts: ClassVar[bool] = False
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}

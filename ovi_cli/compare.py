@@ -176,8 +176,8 @@ class Comparison:
             return
         if self.encoders is None:
             self.reporter.stage(f"loading encoders from {self.settings.encoder_model}")
-            self.encoders = Encoders.load(self.settings.encoder_model, device=self.decoder_pipe.device,
-                                          dtype=self.decoder_pipe.dtype)
+            # through the run's encoder family (the pipeline made it on its device and dtype)
+            self.encoders = self.decoder_pipe.encoder_family.load_encoders(self.settings.encoder_model)
         # one stats store for every pipeline and for the table's Mahalanobis / NN columns
         if self.settings.stats or any(p.needs_store for p in self.pipes.values()):
             first = self.decoder_pipe

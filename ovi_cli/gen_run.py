@@ -29,7 +29,7 @@ from typing import Any
 from ovi_cli.distributed import Launch, Share
 from ovi_cli.errors import OviError
 from ovi_cli.reporter import Reporter
-from ovi_cli.resume import CLASH, NEW, REDO, check_resume, refuse_clashes, resume_action
+from ovi_cli.resume import CLASH, NEW, REDO, check_resume, recorded_keys, refuse_clashes, resume_action
 from ovi_cli.settings import GenSettings
 
 RUN_FILE = ".ovi-gen.json"  # in a --prompts folder while runs write into it: their settings and pids
@@ -79,15 +79,13 @@ def read_sidecar(path: Path) -> dict | None:
 
 # what a sidecar written before sidecars held "settings" still tells about them
 LEGACY_SETTINGS = ("prior", "decoder", "tokens", "steps", "lr", "weight_decay", "negative")
-# settings that sidecars of older versions did not record: not compared when missing
-ADDED_SETTINGS = ("batch",)
 
 
 def sidecar_settings(side: dict, new: dict) -> tuple[dict, dict]:
     """(old, new) settings to compare: the sidecar's own, or what an older sidecar recorded."""
-    if isinstance(side.get("settings"), dict):
+    if isinstance(side.get("settings"), dict):  # a setting added since it was written is not compared
         old = side["settings"]
-        return old, {k: v for k, v in new.items() if k in old or k not in ADDED_SETTINGS}
+        return old, recorded_keys(old, new)
     keys = [k for k in LEGACY_SETTINGS if k in side]
     return {k: side[k] for k in keys}, {k: new[k] for k in keys}
 

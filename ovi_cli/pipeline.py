@@ -20,17 +20,18 @@ from torch import Tensor
 from ovi_cli import __version__
 from ovi_cli.api import Constraint, ConstraintSpec, PluginContext, PriorJob, Reporter, resolve_options
 from ovi_cli.devices import resolve_device, resolve_dtype
-from ovi_cli.encoders import ENCODER_SUBFOLDERS, Encoders, TextEncoding
+from ovi_cli.encoders import Encoders, TextEncoding
 from ovi_cli.errors import OviError
 from ovi_cli.hub import ModelRef, check_models
 from ovi_cli.losses import cosine
 from ovi_cli.outputs import atomic_outputs, finite_or_none, result_paths
 from ovi_cli.plugin_checks import check_prior_output, start_plugin
 from ovi_cli.plugins import Registry, get_registry
+from ovi_cli.png_recipe import write_png
 from ovi_cli.prompts import validate_prompts
 from ovi_cli.settings import NEGATIVE_KINDS, GenSettings
 
-OPTION_KINDS = ("prior", "constraint", "decoder")  # plugin kinds that declare `--option`s
+OPTION_KINDS = ("prior", "constraint", "decoder", "encoder_family")  # plugin kinds that declare `--option`s
 
 
 @dataclass
@@ -60,6 +61,14 @@ def check_plugin_options(settings: GenSettings, registry: Registry) -> dict[str,
     return out
 
 
+def _preset_decoder(cls: type) -> str | None:
+    """The decoder a model preset selects (None when it selects none, or cannot say here)."""
+    try:
+        return cls().overrides().get("decoder")
+    except Exception:  # noqa: BLE001 - a preset that cannot resolve here (e.g. toy models missing) names none
+        return None
+
+
 def truncation_warning(prompt: str, count: int, limit: int) -> str:
     """The one line shown when the text encoder reads only the first `limit` of a prompt's `count` tokens."""
     shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
@@ -87,6 +96,7 @@ class OviPipeline:
         self.dtype = resolve_dtype(settings.dtype, self.device)
         self.prior = self._start("prior", settings.prior)
         self.decoder = self._start("decoder", settings.decoder)
+        self.encoder_family = self._start_encoder_family()
         self.specs = [ConstraintSpec.parse(c) for c in settings.constraints]
         for spec in self.specs:
             self.registry.get("constraint", spec.name)
@@ -119,10 +129,21 @@ class OviPipeline:
         if self.settings.negative not in NEGATIVE_KINDS:
             raise OviError(f"--negative must be one of {', '.join(NEGATIVE_KINDS)}")
 
+    def _start_encoder_family(self) -> Any:
+        """The encoder family that loads the CLIP towers; a decoder that needs another one is refused."""
+        s = self.settings
+        needed = getattr(self.decoder, "encoder_family", None)
+        if needed and needed != s.encoder_family:
+            presets = [f"--model {n}" for n in self.registry.names("model")
+                       if _preset_decoder(self.registry.get("model", n)) == s.decoder]
+            raise OviError(f"decoder {s.decoder!r} works in the CLIP space of encoder family {needed!r}, but the "
+                           f"encoder family is {s.encoder_family!r}; use {' or '.join(presets) or 'its model preset'}, "
+                           f"or --encoder-family {needed} with a matching --encoder-model")
+        return self._start("encoder_family", s.encoder_family)
+
     def required_models(self) -> list[ModelRef]:
         """Every model this pipeline loads: encoders, prior, decoder (resolved before loading any)."""
-        refs = [] if self.encoders is not None else [
-            ModelRef(self.settings.encoder_model, "encoder", "--encoder-model", ENCODER_SUBFOLDERS)]
+        refs = [] if self.encoders is not None else self.encoder_family.required_models()
         refs += self.prior.required_models()
         if not self._decoder_loaded:
             refs += self.decoder.required_models()
@@ -153,9 +174,7 @@ class OviPipeline:
         if self.encoders is None:
             self.reporter.stage(f"loading encoders from {self.settings.encoder_model}")
             t = time.perf_counter()
-            self.encoders = Encoders.load(
-                self.settings.encoder_model, device=self.device, dtype=self.dtype
-            )
+            self.encoders = self.encoder_family.load_encoders(self.settings.encoder_model)
             self.timings["load_encoders_s"] = time.perf_counter() - t
         if self.constraints is None:
             self.constraints = self._build_constraints()
@@ -239,9 +258,11 @@ class OviPipeline:
     def decode(self, batch: EmbedBatch) -> list[Any]:
         self.load()
         t = time.perf_counter()
+        # a decoder that also reads the text (`uses_prompts`, e.g. SDXL + IP-Adapter) gets the prompts
+        extra = {"prompts": list(batch.prompts)} if getattr(self.decoder, "uses_prompts", False) else {}
         images = self.decoder.decode(
             batch.image_embeds.to(self.device), batch.negative_image_embeds.to(self.device),
-            batch.seeds, on_step=self.reporter.decode_progress,
+            batch.seeds, on_step=self.reporter.decode_progress, **extra,
         )
         batch.timings["decode_s"] = time.perf_counter() - t
         return images
@@ -274,7 +295,8 @@ class OviPipeline:
             sidecar["files"] = files
             with atomic_outputs() as staging:
                 if images:
-                    staging.write_with(paths["image"], lambda p, im=images[i]: im.save(p, format="PNG"))
+                    # the recipe rides inside the PNG (`ovi gen --from IMAGE` makes it again)
+                    staging.write_with(paths["image"], lambda p, im=images[i], sc=sidecar: write_png(p, im, sc))
                 if keep_embedding:
                     staging.write_with(paths["embedding"], lambda p, i=i: save_embeddings(p, batch, i))
                 staging.write_json(paths["sidecar"], sidecar)
@@ -324,7 +346,8 @@ class OviPipeline:
 
     def options_used(self) -> dict[str, dict[str, Any]]:
         """The resolved options of the prior, the constraints and the decoder (non-empty ones)."""
-        out = {self.settings.prior: self.prior_options, self.settings.decoder: self.decoder.options}
+        out = {self.settings.prior: self.prior_options, self.settings.decoder: self.decoder.options,
+               self.settings.encoder_family: self.encoder_family.options}
         for c in self.constraints or []:
             out[c.name] = c.context.options
         return {k: v for k, v in out.items() if v}

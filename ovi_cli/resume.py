@@ -99,19 +99,29 @@ def check_resume(
     extra: list[tuple[str, Any, Any]] | None = None,
     sep: str = " ",
     verb: str = "was",
+    unrecorded_ok: bool = False,
 ) -> None:
     """THE resume check: what a run recorded against what is asked now; a one-line `OviError`
     (`WHAT was made with other settings (NAME OLD -> NEW, ...); ADVICE`) when anything differs.
 
     `recorded` None: nothing was recorded yet (a new run), nothing to compare. `extra`: differences
     found outside the two mappings (e.g. prompt lists by hash), named in the same line.
+    `unrecorded_ok`: a setting the run did not record at all (a top-level name added by a later
+    version, e.g. `encoder_family`) is not compared.
     Used by `ovi gen --prompts`, `ovi bench generate` and `ovi bench score`; pure, so the stats
     layer can use it for build-stats resumes too.
     """
+    if recorded is not None and unrecorded_ok:
+        asked = recorded_keys(recorded, asked)
     diffs = [] if recorded is None else settings_differences(recorded, asked, ignore=ignore, only_shared=only_shared)
     diffs = sorted(diffs + list(extra or []))
     if diffs:
         raise OviError(f"{what} {verb} made with other settings ({describe_differences(diffs, sep=sep)}); {advice}")
+
+
+def recorded_keys(recorded: Mapping[str, Any], asked: Mapping[str, Any]) -> dict[str, Any]:
+    """`asked` without the top-level settings `recorded` does not hold (added by a later version)."""
+    return {k: v for k, v in asked.items() if k in recorded}
 
 
 # what to do with one finished result when a run resumes
@@ -125,6 +135,7 @@ def resume_action(
     overwrite: bool = False,
     ignore: Collection[str] = EXECUTION_ONLY,
     only_shared: bool = False,
+    unrecorded_ok: bool = False,
 ) -> tuple[str, list[tuple[str, Any, Any]]]:
     """The one policy for a result that may exist: `(action, differences)`.
 
@@ -135,6 +146,8 @@ def resume_action(
         return NEW, []
     if overwrite:
         return REDO, []
+    if unrecorded_ok:
+        asked = recorded_keys(recorded, asked)
     diffs = settings_differences(recorded, asked, ignore=ignore, only_shared=only_shared)
     return (CLASH, diffs) if diffs else (SKIP, [])
 

@@ -16,6 +16,9 @@ from ovi_cli.schedule import DEFAULT_SCHEDULE, Schedule, get_schedule
 
 DEFAULT_ENCODER_MODEL = "kandinsky-community/kandinsky-2-2-prior"
 DEFAULT_DECODER_MODEL = "kandinsky-community/kandinsky-2-2-decoder"
+# the Kandinsky 2.2 prior repository's CLIP subfolders (the `kandinsky22-prior` encoder family's layout)
+ENCODER_SUBFOLDERS = ("image_encoder", "text_encoder", "tokenizer", "image_processor")
+DEFAULT_ENCODER_FAMILY = "kandinsky22-prior"  # how the CLIP towers load (`ovi_cli.api.EncoderFamily`)
 NEGATIVE_KINDS = ("zero-image", "zeros")
 
 
@@ -77,6 +80,7 @@ class GenSettings(OviSettings):
     prior: str = "ovi"
     decoder: str = "kandinsky22"
     encoder_model: str = DEFAULT_ENCODER_MODEL
+    encoder_family: str = DEFAULT_ENCODER_FAMILY  # the layout `encoder_model` is read in (a registered family)
     decoder_model: str = DEFAULT_DECODER_MODEL
     seed: int = 0
     constraints: list[str] = field(default_factory=list)  # "NAME[:WEIGHT]"

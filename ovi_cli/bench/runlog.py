@@ -200,7 +200,8 @@ def check_header(existing: Mapping[str, Any], header: Mapping[str, Any], run: Pa
         if old is not None and old.get("sha256") != rec["sha256"]:
             prompt_lists.append((f"prompts of {cat}", f"{old.get('source')} (sha256 {str(old.get('sha256'))[:12]})",
                                  f"{rec['source']} (sha256 {rec['sha256'][:12]})"))
-    check_resume(existing.get("settings", {}), header["settings"], where, RESTART_ADVICE, extra=prompt_lists)
+    check_resume(existing.get("settings", {}), header["settings"], where, RESTART_ADVICE, extra=prompt_lists,
+                 unrecorded_ok=True)  # a setting added since the run began (encoder_family) is not compared
 
 
 def check_identity(existing: Mapping[str, Any], identity: Mapping[str, Any], run: Path) -> None:

@@ -21,7 +21,7 @@ from ovi_cli.settings import GenSettings
 
 FLAGS = "ovi.run_flags"  # ctx.meta key: the values of the mounted flags
 # kinds whose plugins' flags gen / compare / bench generate mount, and how the chosen one is found
-PLUGIN_FLAG_KINDS = ("prior", "constraint", "decoder")
+PLUGIN_FLAG_KINDS = ("prior", "constraint", "decoder", "encoder_family")
 
 
 def explicit_params(ctx: typer.Context) -> set[str]:
@@ -234,7 +234,7 @@ def settings_from_params(ctx: typer.Context, model: str | None = None, **fixed: 
     settings_values.update(fixed)
     settings_values["constraints"] = list(values.get("constraint") or [])
     settings = apply_model(GenSettings(**settings_values), values.get("model", model), explicit_params(ctx))
-    chosen = {"prior": [settings.prior], "decoder": [settings.decoder],
+    chosen = {"prior": [settings.prior], "decoder": [settings.decoder], "encoder_family": [settings.encoder_family],
               "constraint": [ConstraintSpec.parse(c).name for c in settings.constraints]}
     given = plugin_options(list(values.get("option") or []) or None, plugin_aliases(ctx, chosen))
     merged = {**{k: dict(v) for k, v in settings.options.items()}}

@@ -15,6 +15,7 @@ import typer
 
 from ovi_cli import options
 from ovi_cli.commands.common import run_command
+from ovi_cli.errors import OviError
 
 GenCommand = run_command()
 
@@ -50,6 +51,10 @@ def gen(
     json_out: Annotated[bool, typer.Option(
         "--json", rich_help_panel=options.OUTPUT, help="Print the sidecar JSON to stdout (one line per prompt).")]
         = False,
+    recipe: Annotated[Path | None, typer.Option(
+        "--from", rich_help_panel=options.OUTPUT, show_default=False,
+        help="Make an image again from its recipe: a PNG ovi wrote (its `ovi` chunk) or its .json sidecar. "
+        "Flags given beside it change the recipe (--seed 7, -c nn:0.3).")] = None,
 ) -> None:
     """Generate an image from a prompt: OVI (or another prior) + the Kandinsky 2.2 decoder.
 
@@ -63,6 +68,13 @@ def gen(
     launch = launch_from_env()
     quiet = bool(flag_values(ctx).get("quiet"))
     settings = settings_from_params(ctx)
+    if recipe is not None:  # --from: the recipe's prompt and settings, the flags given on top
+        from ovi_cli.commands.common import explicit_params
+        from ovi_cli.png_recipe import settings_from_recipe
+
+        if prompt is not None or prompts_file is not None:
+            raise OviError("--from makes one image again from its recipe: give no PROMPT and no --prompts")
+        prompt, settings = settings_from_recipe(recipe, settings, explicit_params(ctx))
     show = not quiet and launch.leader  # one process draws progress
     progress = make_progress(not show)
     reporter = RichReporter(progress, quiet=not show)

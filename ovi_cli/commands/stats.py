@@ -114,7 +114,8 @@ def build_stats(
     from ovi_cli.commands.common import settings_from_params
     from ovi_stats import build
 
-    encoder_model = settings_from_params(ctx, model).encoder_model
+    chosen = settings_from_params(ctx, model)
+    encoder_model, family = chosen.encoder_model, chosen.encoder_family  # a preset may name another CLIP space
     if index is not None:
         _check_index(index)
     build.check_build_numbers(batch_size, limit, workers, checkpoint_every)
@@ -122,20 +123,20 @@ def build_stats(
     if from_embeddings:
         if shard or resume or limit is not None:
             raise OviError("--shard, --resume and --limit apply to image folders, not --from-embeddings")
-        _build_from_embeddings(paths, encoder_model, out=out, name=name, file_list=file_list, index=index,
-                               force=force, json_out=json_out, quiet=quiet)
+        _build_from_embeddings(paths, encoder_model, family=family, out=out, name=name, file_list=file_list,
+                               index=index, force=force, json_out=json_out, quiet=quiet)
         return
     if file_list is not None:
         raise OviError("--file-list only applies with --from-embeddings")
     if len(paths) != 1:
         raise OviError("give exactly one image folder (or --from-embeddings FILES...)")
-    _build_from_folder(paths[0], encoder_model, out=out, name=name, shard=shard, index=index,
+    _build_from_folder(paths[0], encoder_model, family=family, out=out, name=name, shard=shard, index=index,
                        device=device, dtype=dtype, quiet=quiet, json_out=json_out,
                        build_kwargs=dict(batch_size=batch_size, limit=limit, workers=workers, resume=resume,
                                          force=force, checkpoint_seconds=checkpoint_every))
 
 
-def _build_from_embeddings(paths: list[Path], encoder_model: str, *, out: Path | None, name: str | None,
+def _build_from_embeddings(paths: list[Path], encoder_model: str, *, family: str, out: Path | None, name: str | None,
                            file_list: Path | None, index: str | None, force: bool, json_out: bool,
                            quiet: bool) -> None:
     """`--from-embeddings`: a store from embedding files already computed (one process, no images)."""
@@ -151,7 +152,7 @@ def _build_from_embeddings(paths: list[Path], encoder_model: str, *, out: Path |
                              paths + ([file_list] if file_list else []), "the input file")
     if file_list is not None:
         build.read_file_list(file_list.expanduser())  # a bad list is one line before the encoder loads
-    encoders = Encoders.load(encoder_model, device="cpu")
+    encoders = Encoders.load(encoder_model, device="cpu", family=family)
     store = build.build_from_embeddings(
         paths, target, {"source": encoders.source, "fingerprint": encoders.fingerprint()},
         dim=encoders.embed_dim, file_list=file_list, index=index or "auto", force=force,
@@ -159,7 +160,7 @@ def _build_from_embeddings(paths: list[Path], encoder_model: str, *, out: Path |
     _print_summary(store, [], None, json_out, quiet)
 
 
-def _build_from_folder(source: Path, encoder_model: str, *, out: Path | None, name: str | None,
+def _build_from_folder(source: Path, encoder_model: str, *, family: str, out: Path | None, name: str | None,
                        shard: str | None, index: str | None, device: str, dtype: str, quiet: bool,
                        json_out: bool, build_kwargs: dict) -> None:
     """Encode an image folder (this process's share of it under torchrun) and write the store."""
@@ -196,7 +197,7 @@ def _build_from_folder(source: Path, encoder_model: str, *, out: Path | None, na
     kwargs = dict(build_kwargs, on_progress=on_progress)
     try:
         with process_group(launch, device):
-            encoders = Encoders.load(encoder_model, device=dev, dtype=resolve_dtype(dtype, dev))
+            encoders = Encoders.load(encoder_model, device=dev, dtype=resolve_dtype(dtype, dev), family=family)
             with progress:
                 if launch.distributed:
                     from ovi_stats.ranks import build_stats_ranked

@@ -42,13 +42,13 @@ def _clip_towers(vocab: int, max_length: int) -> dict:
     }
 
 
-def make_clip_repo(root: Path, seed: int = 0) -> Path:
+def make_clip_repo(root: Path, seed: int = 0, projection_dim: int = 16) -> Path:
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
     torch.manual_seed(seed)
     write_tiny_clip_tokenizer(root, max_length=77)
     vocab = len(CLIPTokenizer.from_pretrained(root))
-    cfg = CLIPConfig(**_clip_towers(vocab, max_length=77), projection_dim=16)
+    cfg = CLIPConfig(**_clip_towers(vocab, max_length=77), projection_dim=projection_dim)
     CLIPModel(cfg).eval().save_pretrained(root)
     (root / "preprocessor_config.json").write_text(json.dumps(_clip_processor(IMAGE_SIZE)))
     return root
