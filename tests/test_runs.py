@@ -225,3 +225,13 @@ def test_bench_score_mounts_the_scorers_flags_from_the_registry():
     assert {"--clip-model", "--blip-model", "--detector-model"} <= {o for p in cmd.params for o in p.opts}
     text = inspect.getsource(bench_score)
     assert "--clip-model" not in text and "clip_model" not in text and "blip_model" not in text
+
+
+def test_a_plugin_flag_beside_from_changes_the_recipe(run_cli, tmp_path):
+    """`--from IMAGE --nn-k 2`: a plugin's flag counts as an explicit option, as `--option nn.k=2` does."""
+    first = tmp_path / "a.png"
+    assert run_cli("gen", "a red circle", "--model", "toy", "--steps", "3", "-c", "nn", "-o", first, "-q").code == 0
+    again = tmp_path / "b.png"
+    res = run_cli("gen", "--from", first, "--nn-k", "2", "-o", again, "-q")
+    assert res.code == 0, res.stderr
+    assert json.loads(again.with_suffix(".json").read_text())["settings"]["options"]["nn"] == {"k": 2}

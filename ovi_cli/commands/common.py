@@ -25,12 +25,15 @@ PLUGIN_FLAG_KINDS = ("prior", "constraint", "decoder", "encoder_family")
 
 
 def explicit_params(ctx: typer.Context) -> set[str]:
-    """Names of the parameters given on the command line (or by environment variable)."""
+    """Names of the parameters given on the command line (or by environment variable); a plugin's
+    flag given counts as `option` too (it sets a plugin option, as `--option` does)."""
     out = set()
     for param in ctx.command.params:
         source = str(ctx.get_parameter_source(param.name)) if param.name else ""
         if source.endswith(("COMMANDLINE", "ENVIRONMENT")):
             out.add(param.name)
+            if getattr(param, "ovi_plugin_flag", None) is not None:
+                out.add("option")
     return out
 
 
