@@ -272,6 +272,8 @@ class ModelPreset(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    # `ovi compare --model NAME` without --priors: priors that work with these models (None: compare's own)
+    compare_priors: ClassVar[str | None] = None
 
     @abstractmethod
     def overrides(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rich.console import Console
@@ -32,6 +33,34 @@ def error_line(message: str) -> None:
     # plain write: one line, no wrapping, no markup interpretation of the message
     sys.stderr.write(f"ovi: error: {printable(message)}\n")
     sys.stderr.flush()
+
+
+def print_table(table, console: Console | None = None) -> None:
+    """Print a Rich table without cutting any cell.
+
+    Cells fold (wrap, inside a word if need be) to fit the width instead of ending in "...", and a
+    table whose columns cannot be narrower than the width is printed wider, never cropped. On a
+    pipe or in a file with no `COLUMNS` set, the table is printed at its natural width, one line
+    per row, so `ovi plugins | cat` and `grep` see every cell whole.
+    """
+    from rich.measure import Measurement
+
+    console = console or Console()
+    for column in table.columns:
+        column.overflow = "fold"
+        column.no_wrap = False
+    before = console.width
+    measure = Measurement.get(console, console.options.update(width=10**6), table)
+    # columns with a minimum width (numbers kept whole) can need more than the width: print wider
+    # (the terminal wraps the lines) rather than let the console crop them
+    width = max(before, measure.minimum)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        width = max(width, measure.maximum)
+    try:
+        console.width = width
+        console.print(table)
+    finally:
+        console.width = before
 
 
 def make_progress(quiet: bool = False) -> Progress:

@@ -36,7 +36,7 @@ from typing import IO
 import numpy as np
 import torch
 
-from ovi_cli.checks import MAX_BATCH, check_float, check_int
+from ovi_cli.checks import MAX_BATCH, check_float, check_int, check_worker_file_limit, read_input_bytes
 from ovi_cli.errors import OviError, first_line
 from ovi_cli.outputs import (
     TEMP_SUFFIX,
@@ -400,6 +400,8 @@ def _loader(run: _Run, encoders, workers: int | None):
     decoder = _BatchDecoder(run.root, run.files, encoders.image_processor, run.batch_size, run.state.next_batch,
                             min_side=getattr(encoders, "image_size", None))
     n_workers = default_workers() if workers is None else int(workers)
+    side = getattr(encoders, "image_size", None) or 224
+    check_worker_file_limit(n_workers, min(run.batch_size, len(run.files)) * 3 * side * side * 4)  # float32 pixels
     return torch.utils.data.DataLoader(
         decoder, batch_size=None, shuffle=False, num_workers=n_workers, collate_fn=_identity,
         prefetch_factor=4 if n_workers else None,
@@ -611,7 +613,7 @@ def _embedding_sources(paths: Sequence[Path]) -> list[tuple[Path, int, int, Call
 def read_file_list(path: Path) -> list[str]:
     """Names for the embedding rows: a .json list, or a text file with one name per line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_input_bytes(path, "file list").decode("utf-8")  # a regular file, bounded (not a FIFO)
     except (OSError, UnicodeDecodeError) as exc:
         raise OviError(f"cannot read file list {str(path)!r}: {exc.__class__.__name__}") from exc
     if path.suffix.lower() == ".json":

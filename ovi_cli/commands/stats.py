@@ -12,10 +12,42 @@ from typing import Annotated
 import typer
 
 from ovi_cli import options
-from ovi_cli.errors import OviError, printable
+from ovi_cli.errors import OviError, first_line, printable
 from ovi_cli.settings import DEFAULT_ENCODER_MODEL
 
-INDEX_HELP = "Nearest-neighbour index: auto (exact flat up to 200k images, HNSW above), flat, ivf or hnsw."
+
+def code_constant(module: str, name: str) -> object:
+    """The literal value of `name = ...` at the top of `module`'s source, read without importing it
+    (`ovi --help` must not import numpy or torch), so help texts state the numbers the code uses.
+    None when the module or the assignment is not found."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))  # type: ignore[union-attr, arg-type]
+    except (ImportError, AttributeError, TypeError, OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, ast.AnnAssign) and node.value is not None else []
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            try:
+                return ast.literal_eval(node.value)  # type: ignore[union-attr, arg-type]
+            except ValueError:
+                return None
+    return None
+
+
+def _count(n: object) -> str:
+    return f"{n:,}" if isinstance(n, int) else "?"
+
+
+FLAT_MAX = code_constant("ovi_stats.index", "FLAT_MAX")
+DEFAULT_BATCH_SIZE = code_constant("ovi_stats.build", "DEFAULT_BATCH_SIZE")
+INDEX_HELP = ("Nearest-neighbour index: auto (exact flat up to "
+              + (f"{_count(FLAT_MAX)} images, HNSW above)" if FLAT_MAX else "a size, HNSW above)")
+              + ", flat, ivf or hnsw.")
 
 
 def _out_path(out: Path | None, name: str | None, default_name: str) -> Path:
@@ -78,7 +110,7 @@ def build_stats(
     name: Annotated[str | None, typer.Option(
         help="Name of the store under $OVI_HOME/stats (default: the image folder's name).")] = None,
     batch_size: Annotated[int | None, typer.Option(
-        help="Images encoded per batch (default 64; with --resume: the interrupted build's).",
+        help=f"Images encoded per batch (default {DEFAULT_BATCH_SIZE}; with --resume: the interrupted build's).",
         show_default=False)] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N image files (sorted paths).")] = None,
     workers: Annotated[int | None, typer.Option(
@@ -206,8 +238,11 @@ def _build_from_folder(source: Path, encoder_model: str, *, family: str, out: Pa
                         source, target, encoders, rank=launch.rank, world=launch.world_size,
                         barrier=lambda: barrier(launch), shard=shard_t, index=index or "auto", **kwargs)
                 else:
+                    from ovi_stats.ranks import discard_rank_stores
+
                     result = build.build_stats(source, target, encoders, index=index, shard=shard_t, **kwargs)
                     store = result.store
+                    discard_rank_stores(target)  # a killed torchrun build's rank stores: obsolete now
     except KeyboardInterrupt:
         err = OviError("interrupted: no store was written; rerun the same command with --resume to continue "
                        "from the last checkpoint")
@@ -221,34 +256,58 @@ def _build_from_folder(source: Path, encoder_model: str, *, family: str, out: Pa
         _print_summary(store, store.skipped, None, json_out, quiet)
 
 
+def preset_stores(warn) -> list[tuple[str, object]]:
+    """(preset name, store) for every `--model` preset that brings a statistics store (e.g. toy's);
+    a preset whose store is missing or damaged is one `warn` line naming it."""
+    from ovi_cli.plugins import get_registry
+    from ovi_stats.store import open_store
+
+    reg = get_registry()
+    found = []
+    for name in reg.names("model"):
+        try:
+            stats = reg.get("model", name)().overrides().get("stats")
+            if stats:
+                found.append((name, open_store(stats)))
+        except Exception as exc:  # noqa: BLE001 - a third-party preset must not break the listing
+            warn(f"model preset {name!r}: its statistics store is not usable ({first_line(exc, with_type=False)})")
+    return found
+
+
 def stats_list(
     json_out: options.Json = False,
 ) -> None:
-    """List the stores under $OVI_HOME/stats, newest first."""
+    """List the stores ovi would use: those under $OVI_HOME/stats (newest first), then the model
+    presets' own (e.g. the toy world's, used by `--model toy -c nn`)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    from ovi_cli.console import warn
+    from ovi_cli.console import print_table, warn
     from ovi_stats.store import list_stores, stats_root
 
-    stores = list_stores(warn=warn)
+    rows = [("", s) for s in list_stores(warn=warn)]
+    seen = {s.path.resolve() for _, s in rows}
+    rows += [(p, s) for p, s in preset_stores(warn) if s.path.resolve() not in seen]
     if json_out:
-        typer.echo(json.dumps([s.describe() | {"created": s.meta.get("created")} for s in stores], indent=2))
+        typer.echo(json.dumps([s.describe() | {"created": s.meta.get("created"), "preset": p or None}
+                               for p, s in rows], indent=2))
         return
     console = Console()
-    if not stores:
+    if not rows:
         console.print(f"no statistics stores in {stats_root()} (build one with `ovi build-stats DIR`)",
                       markup=False, highlight=False)
         return
-    table = Table(title=f"statistics stores in {stats_root()}")
-    for col in ("name", "count", "dim", "encoder", "fingerprint", "index", "created"):
+    table = Table(title=f"statistics stores ({stats_root()}, and the model presets')")
+    for col in ("name", "from", "count", "dim", "encoder", "fingerprint", "index", "created"):
         table.add_column(col)
-    for s in stores:
-        cells = (s.name, str(s.count), str(s.dim), str(s.encoder.get("source")), s.fingerprint,
-                 str(s.index_params.get("type")), str(s.meta.get("created", ""))[:19])
+    for p, s in rows:
+        cells = (s.name, f"--model {p} (preset)" if p else "OVI_HOME", str(s.count), str(s.dim),
+                 str(s.encoder.get("source")), s.fingerprint, str(s.index_params.get("type")),
+                 str(s.meta.get("created", ""))[:19])
         table.add_row(*(Text(printable(c)) for c in cells))  # as text: a name is never markup
-    console.print(table)
+    print_table(table, console)
+
 
 def stats_info(
     store: Annotated[str, typer.Argument(help="Store name (under $OVI_HOME/stats) or folder.")],
@@ -268,6 +327,7 @@ def stats_info(
         f"count        {info['count']}",
         f"dim          {info['dim']}",
         f"encoder      {enc['source']} (fingerprint {enc['fingerprint']})",
+        f"content      {info['content']}",
         f"mean norm    {info['mean_norm']:.6g}",
         f"shrinkage    {info['shrinkage']:.6g} (Ledoit-Wolf)",
         f"index        {info['index']} {json.dumps(info['index_params'])}",
