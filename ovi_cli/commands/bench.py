@@ -10,8 +10,8 @@ def bench_app() -> typer.Typer:
 
     app = typer.Typer(help="Benchmarks (T2I-CompBench++, toy): generate images, score them, tabulate runs.",
                       no_args_is_help=True)
-    app.command("generate")(bench_generate.generate)
-    app.command("score")(bench_score.score)
+    app.command("generate", cls=bench_generate.GenerateCommand)(bench_generate.generate)
+    app.command("score", cls=bench_score.ScoreCommand)(bench_score.score)
     app.command("table")(bench_score.table)
     app.command("fidelity")(bench_fidelity.fidelity)
     return app
