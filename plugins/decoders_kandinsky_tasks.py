@@ -158,9 +158,10 @@ class Img2ImgDecoder(_KandinskyTaskDecoder):
     description = "Kandinsky 2.2 image-to-image (diffusers KandinskyV22Img2ImgPipeline): init image + strength"
     pipeline_class = "KandinskyV22Img2ImgPipeline"
     options = (
-        PluginOption("image", str, "", "the init image (any format PIL reads), resized to --width x --height"),
+        PluginOption("image", str, "", "the init image (any format PIL reads), resized to --width x --height",
+                     flag="--init-image"),
         PluginOption("strength", float, 0.3, "how far the init image is noised: 0 keeps it, 1 ignores it",
-                     minimum=0.0),
+                     minimum=0.0, flag="--strength"),
     )
 
     def check_inputs(self) -> dict[str, Any]:
@@ -188,8 +189,9 @@ class InpaintDecoder(_KandinskyTaskDecoder):
     pipeline_class = "KandinskyV22InpaintPipeline"
     model_option = True
     options = (
-        PluginOption("image", str, "", "the image to paint into"),
-        PluginOption("mask", str, "", "the mask, same size as the image: white repaints, black keeps"),
+        PluginOption("image", str, "", "the image to paint into", flag="--init-image"),
+        PluginOption("mask", str, "", "the mask, same size as the image: white repaints, black keeps",
+                     flag="--mask-image"),
         PluginOption("model", str, DEFAULT_INPAINT_MODEL, "hub id or folder of the inpainting decoder"),
     )
 
@@ -223,7 +225,7 @@ class ControlnetDecoder(_KandinskyTaskDecoder):
     uses_step_end = False
     options = (
         PluginOption("hint", str, "", "the hint image (a depth map for the -depth model), resized to --width x "
-                     "--height"),
+                     "--height", flag="--hint-image"),
         PluginOption("model", str, DEFAULT_CONTROLNET_MODEL, "hub id or folder of the ControlNet decoder"),
     )
 
