@@ -126,7 +126,7 @@ class StatsStore:
             self.meta: dict[str, Any] = json.loads(meta_bytes.decode("utf-8"))
         except FileNotFoundError:
             raise BadStore(self.path, f"{META} is missing") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise BadStore(self.path, f"{META} is not readable JSON ({exc.__class__.__name__})") from None
         problem = meta_problem(self.meta)
         if problem:

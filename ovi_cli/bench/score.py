@@ -242,7 +242,7 @@ def read_cache(path: Path) -> tuple[dict[str, Any] | None, dict[str, Cached]]:
         for n, line in enumerate(f):
             try:
                 obj = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if not isinstance(obj, dict):
                 continue
@@ -652,7 +652,7 @@ def write_scores_json(info: RunInfo, plan: Plan, scorers: Mapping[str, Scorer],
     previous: dict[str, Any] = {}
     try:
         previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         pass
     categories = collect_scores(info.path, info.categories)
     primary = dict(previous.get("primary") or {}) if isinstance(previous.get("primary"), dict) else {}
