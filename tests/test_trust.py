@@ -166,9 +166,8 @@ def test_compare_stats_list_and_bench_tables_are_never_cut_at_40_columns(run_cli
     from rich.console import Console
 
     from ovi_cli.bench.table import Cell, Row, Table
-    from ovi_cli.commands.bench_score import print_table as print_bench_table
     from ovi_cli.commands.compare import render_table
-    from ovi_cli.console import print_table
+    from ovi_cli.console import print_bench_table, print_table
 
     monkeypatch.setenv("COLUMNS", "40")
     rows = [{"prior": "textemb", "text_cosine": 1.0, "cosine": {"toy-prior": 0.91}, "norm": 11.9, "seconds": 0.01},
