@@ -102,15 +102,22 @@ class WebdatasetSource(ImageSource):
         seen = 0
         try:
             with open(path, "rb") as stream:
-                for sample in group_by_keys(tar_file_iterator(stream)):
+                members = ({**m, "__url__": unit} for m in tar_file_iterator(stream))
+                for sample in group_by_keys(members):
                     seen += 1
                     if seen > skip:
                         yield self._sample(unit, sample)
         except Exception as exc:  # noqa: BLE001 - a damaged or truncated tar: skipped and counted, never fatal
+            problem = first_line(exc)
+        else:
+            # tarfile's stream mode ends quietly at a header cut short; a tar is whole 512-byte blocks
+            size = os.path.getsize(path)
+            problem = None if size % 512 == 0 else f"truncated: {size} bytes is not a whole number of 512-byte blocks"
+        if problem is not None:
             seen += 1
             if seen > skip:
-                yield SourceSample(key=f"{unit}#damaged-after-{seen - 1}",
-                                   error=f"damaged tar ({first_line(exc)})", metadata={"shard": unit})
+                yield SourceSample(key=f"{unit}#damaged-after-{seen - 1}", error=f"damaged tar ({problem})",
+                                   metadata={"shard": unit})
 
     @staticmethod
     def _sample(unit: str, sample: dict) -> SourceSample:

@@ -543,7 +543,10 @@ def finalize_store(
         for i in range(0, len(emb), CHUNK):
             yield np.asarray(emb[i : i + CHUNK], dtype=np.float32)
 
-    faiss_index, params = nn_index.build_index(chunks, moments.n, moments.dim, index, memory=index_memory)
+    try:
+        faiss_index, params = nn_index.build_index(chunks, moments.n, moments.dim, index, memory=index_memory)
+    except ValueError as exc:  # a budget no index fits
+        raise OviError(str(exc)) from None
     write(INDEX, lambda f: nn_index.write_index(faiss_index, f))
     if params["type"] in nn_index.COMPRESSED:
         def approx(q, k):
@@ -587,6 +590,7 @@ def write_store(
     index: str = "auto",
     extra_meta: dict | None = None,
     force: bool = True,
+    index_memory: int = nn_index.DEFAULT_MEMORY,
 ) -> StatsStore:
     """Write a store from raw `image_embeds` [N, D] and their N source names (atomic; replaces only
     a store at `path`, and only with `force`)."""
@@ -608,7 +612,7 @@ def write_store(
             out.flush()
             del out
             return finalize_store(final, tmp, m, files, encoder=encoder, source_dir=source_dir, skipped=skipped,
-                                  index=index, extra_meta=extra_meta)
+                                  index=index, extra_meta=extra_meta, index_memory=index_memory)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
