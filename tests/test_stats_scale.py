@@ -303,7 +303,9 @@ def test_compressed_index_reranks_exactly_and_reports_recall(tmp_path, kind, run
     # opened memory-mapped (IO_FLAG_MMAP): the inverted lists are not read into memory
     import faiss
 
-    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(open_store(store.path).index).invlists)
+    reopened = open_store(store.path)
+    ivf = faiss.extract_index_ivf(reopened.index)
+    lists = faiss.downcast_InvertedLists(ivf.invlists)
     assert type(lists).__name__ == "OnDiskInvertedLists"
 
 
