@@ -325,7 +325,7 @@ def test_three_stores_merge_exactly(tmp_path, run_cli):
                   "--index", "hnsw", "--json")
     assert res.code == 0, res.stderr
     merged = open_store(tmp_path / "all")
-    whole = np.concatenate(parts).astype(np.float16).astype(np.float64)
+    whole = np.concatenate(parts).astype(np.float64)  # write_store takes the moments of the rows given
     assert merged.count == 158 and merged.index_params["type"] == "hnsw"
     np.testing.assert_allclose(merged.moments().mean, whole.mean(0), rtol=0, atol=1e-12)
     np.testing.assert_allclose(np.asarray(merged.cov), np.cov(whole.T), rtol=0, atol=1e-11)
