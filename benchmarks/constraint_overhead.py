@@ -53,14 +53,14 @@ def main() -> None:
         e = torch.randn(args.batch, args.dim, requires_grad=True)
         rows = torch.arange(args.batch)
 
-        def ctx(**options):
+        def ctx(weight, **options):
             return ConstraintContext(encoders=_Enc(args.dim), device=torch.device("cpu"), dtype=torch.float32,
-                                     store=store, options=options)
+                                     store=store, options=options, weight=weight)
 
         cases = {
-            "mahalanobis": MahalanobisConstraint(0.009, ctx()),
-            "nn k=1": NearestNeighborConstraint(0.5, ctx(nn_k=1, nn_every=1)),
-            "nn k=8": NearestNeighborConstraint(0.5, ctx(nn_k=8, nn_every=1)),
+            "mahalanobis": MahalanobisConstraint(ctx(0.009)),
+            "nn k=1": NearestNeighborConstraint(ctx(0.5, k=1, every=1)),
+            "nn k=8": NearestNeighborConstraint(ctx(0.5, k=8, every=1)),
         }
         for name, c in cases.items():
             def step(c=c):

@@ -123,17 +123,18 @@ def main(argv: list[str] | None = None) -> dict:
         store = ArrayStore(emb)
         variants = {"none": None}
         t = time.perf_counter()
-        ctx = ConstraintContext(_Enc(args.dim), device, dtype, store, {"k": 1, "every": 1, "search": "matmul"})
-        variants["device-matmul"] = NearestNeighborConstraint(0.5, ctx)
+        ctx = ConstraintContext(encoders=_Enc(args.dim), device=device, dtype=dtype, store=store,
+                                options={"k": 1, "every": 1, "search": "matmul"}, weight=0.5)
+        variants["device-matmul"] = NearestNeighborConstraint(ctx)
         setup_matmul = time.perf_counter() - t
         setup_faiss = None
         if have_faiss:
             t = time.perf_counter()
             store.search(emb[:1].astype(np.float32), 1)  # builds the flat index
             setup_faiss = time.perf_counter() - t
-            ctx = ConstraintContext(_Enc(args.dim), device, dtype, store, {"k": 1, "every": 1,
-                                                                             "search": "faiss"})
-            variants["faiss-flat"] = NearestNeighborConstraint(0.5, ctx)
+            ctx = ConstraintContext(encoders=_Enc(args.dim), device=device, dtype=dtype, store=store,
+                                    options={"k": 1, "every": 1, "search": "faiss"}, weight=0.5)
+            variants["faiss-flat"] = NearestNeighborConstraint(ctx)
         for c in variants.values():
             run(c)  # warm-up
         best = {k: float("inf") for k in variants}

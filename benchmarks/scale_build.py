@@ -124,8 +124,8 @@ def run_embeddings(args) -> list[dict]:
             print(f"N={n}: wall {row['wall_s']:.0f} s (streaming {row['stream_s']:.0f} s), peak RSS streaming "
                   f"{row['peak_stream'] / 2**20:.0f} MiB, whole build {row['peak_all'] / 2**20:.0f} MiB "
                   f"(index flat {4 * n * args.dim / 2**20:.0f} MiB); moments vs numpy on "
-                  f"{row['moments_check']['rows']} rows: max |mean diff| {row['moments_check']['mean']:.1e}, max |cov diff| "
-                  f"{row['moments_check']['cov']:.1e}", flush=True)
+                  f"{row['moments_check']['rows']} rows: max |mean diff| {row['moments_check']['mean']:.1e}, "
+                  f"max |cov diff| {row['moments_check']['cov']:.1e}", flush=True)
     return out
 
 

@@ -135,8 +135,9 @@ def make_constraint(name_weight: str, store, dim: int):
     name, _, w = name_weight.partition(":")
     cls = {"mahalanobis": MahalanobisConstraint, "nn": NearestNeighborConstraint}[name]
     weight = float(w) if w else cls.default_weight
-    ctx = ConstraintContext(_Enc(dim), torch.device("cpu"), torch.float32, store, {"k": 1, "every": 1})
-    return cls(weight, ctx)
+    ctx = ConstraintContext(encoders=_Enc(dim), device=torch.device("cpu"), dtype=torch.float32, store=store,
+                            options={"k": 1, "every": 1}, weight=weight)
+    return cls(ctx)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -43,11 +43,13 @@ LAYER_TITLES = {
 }
 TERMINAL = ("ovi_cli.cli", "ovi_cli.entry", "ovi_cli.__main__", "ovi_cli.console", "ovi_cli.options",
             "ovi_cli.commands")
-CONTRACT = ("ovi_cli", "ovi_cli.api", "ovi_cli.hookspecs", "ovi_cli.plugins", "ovi_cli.hub")
+CONTRACT = ("ovi_cli", "ovi_cli.api", "ovi_cli.hookspecs", "ovi_cli.plugins", "ovi_cli.hub", "ovi_cli.settings",
+            "ovi_cli.schedule", "ovi_cli.devices")
 BASE = ("ovi_cli.errors", "ovi_cli.outputs", "ovi_cli.checks", "ovi_cli.reporter")
 # (importer, imported): upward imports that are allowed, and why
 EXCEPTIONS = {
     ("ovi_stats.store", "ovi_cli"): "a store records the ovi version that wrote it (`ovi_cli.__version__`, lazy)",
+    ("ovi_cli", "ovi_cli.prior_pipeline"): "`from ovi_cli import OviPriorPipeline`, diffusers users' entry (lazy)",
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["__version__", "hookimpl"]
+__all__ = ["OviPriorPipeline", "__version__", "hookimpl"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,6 +21,8 @@ def __getattr__(name: str) -> Any:
             value = "0.0.0+unknown"
     elif name == "hookimpl":  # plugins write `@ovi_cli.hookimpl`
         from ovi_cli.hookspecs import hookimpl as value
+    elif name == "OviPriorPipeline":  # `from ovi_cli import OviPriorPipeline` (imports torch: only on use)
+        from ovi_cli.prior_pipeline import OviPriorPipeline as value
     else:
         raise AttributeError(f"module 'ovi_cli' has no attribute {name!r}")
     globals()[name] = value

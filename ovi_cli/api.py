@@ -16,22 +16,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ovi_cli.errors import OviError
 from ovi_cli.hub import ModelRef
 from ovi_cli.reporter import Reporter  # noqa: F401 - the one progress protocol, re-exported
+from ovi_cli.settings import ConstraintSpec  # noqa: F401 - re-exported: `NAME[:WEIGHT]`
 
 if TYPE_CHECKING:
-    import torch
     from torch import Tensor
 
     from ovi_cli.encoders import Encoders, TextEncoding
 
 # on_progress(step, total, values): values are per-prompt numbers to show, e.g. {"cos": [..]}
 ProgressFn = Callable[[int, int, dict[str, list[float]]], None]
-# warn(message): one warning line for the user (the CLI renders it; a library caller decides)
-WarnFn = Callable[[str], None]
-
-
-def _no_warning(message: str) -> None:
-    pass
-
 
 # ---- plugin options: `--option NAME.KEY=VALUE`, declared by the plugin that reads them ---------
 _TRUE = {"1", "true", "yes", "on"}
@@ -114,33 +107,87 @@ def parse_option_assignments(items: list[str] | None) -> dict[str, dict[str, str
     return out
 
 
+# ---- one context for every plugin kind -----------------------------------------------------------
 @dataclass
-class ConstraintContext:
-    """What a constraint is built from."""
+class PluginContext:
+    """What every plugin is constructed with, whatever its kind: `cls(context)`.
 
-    encoders: Encoders
-    device: torch.device
-    dtype: torch.dtype
-    store: Any | None = None  # an `ovi_stats.store.StatsStore`, when one was named or found
-    options: dict[str, Any] = field(default_factory=dict)  # this constraint's options, defaults applied
-    warn: WarnFn = _no_warning  # one warning line for the user
-
-
-class Constraint(ABC):
-    """A differentiable penalty on the image embedding, added to OVI's loss with a weight.
-
-    OVI minimises, per prompt: `(1 - cos(e, t)) + sum_c weight_c * term_c(e)`.
+    `settings` is the run's typed settings (`GenSettings` for priors, constraints, decoders and
+    encoder families; the scoring or fidelity settings for scorers, feature spaces and metrics);
+    `options` are this plugin's own options, declared by it and resolved (defaults applied).
     """
 
+    name: str = ""  # the name the plugin was selected by
+    settings: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+    device: Any = None  # torch.device
+    dtype: Any = None  # the compute dtype (autocast); weights: `weight_dtype`
+    reporter: Reporter = field(default_factory=Reporter)
+    encoders: Any = None  # `ovi_cli.encoders.Encoders`, where the run has loaded them
+    store: Any = None  # an `ovi_stats.store.StatsStore`, where the run opened one
+    weight: float | None = None  # a constraint's weight
+
+    def warn(self, message: str) -> None:
+        """One warning line for the user (through the reporter)."""
+        self.reporter.warn(message)
+
+    @property
+    def weight_dtype(self) -> Any:
+        """The dtype to load weights in (`ovi_cli.devices.weight_dtype`, the one rule)."""
+        from ovi_cli.devices import weight_dtype
+
+        return weight_dtype(self.device or "cpu", self.dtype)
+
+
+class Plugin:
+    """What every plugin kind shares: a name, declared options, the context, the models it reads."""
+
     name: ClassVar[str]
+    description: ClassVar[str] = ""
+    options: ClassVar[tuple[PluginOption, ...]] = ()  # read from `self.options`
+
+    def __init__(self, context: PluginContext) -> None:
+        self.context = context
+        self.options = dict(context.options)
+
+    @property
+    def settings(self) -> Any:
+        return self.context.settings
+
+    @property
+    def device(self) -> Any:
+        return self.context.device
+
+    @property
+    def dtype(self) -> Any:
+        return self.context.dtype
+
+    def required_models(self) -> list[ModelRef]:
+        """The models `load` will read: checked before anything loads, so all missing ones are named once."""
+        return []
+
+    def load(self) -> None:  # noqa: B027 - optional hook
+        """Load weights (called once, before first use)."""
+
+
+# A constraint's context is the one plugin context (its `store`, `encoders` and `weight` set).
+ConstraintContext = PluginContext
+
+
+class Constraint(Plugin):
+    """A differentiable penalty on the image embedding, added to OVI's loss with a weight.
+
+    OVI minimises, per prompt: `(1 - cos(e, t)) + sum_c weight_c * term_c(e)`. Built with a context
+    whose `encoders` are loaded, whose `store` is open when `needs_stats`, and whose `weight` is the
+    user's (`NAME:WEIGHT`) or, when None, `default_weight`.
+    """
+
     default_weight: ClassVar[float] = 1.0
     needs_stats: ClassVar[bool] = False
-    description: ClassVar[str] = ""
-    options: ClassVar[tuple[PluginOption, ...]] = ()  # read from `context.options`
 
-    def __init__(self, weight: float, context: ConstraintContext) -> None:
-        self.weight = float(weight)
-        self.context = context
+    def __init__(self, context: PluginContext) -> None:
+        super().__init__(context)
+        self.weight = float(self.default_weight if context.weight is None else context.weight)
 
     @abstractmethod
     def term(self, embeds: Tensor, step: int, rows: Tensor) -> Tensor:
@@ -156,29 +203,6 @@ class Constraint(ABC):
 
 
 @dataclass
-class ConstraintSpec:
-    """A constraint as named on the command line: `NAME[:WEIGHT]`."""
-
-    name: str
-    weight: float | None = None  # None: the constraint's default weight
-
-    @classmethod
-    def parse(cls, text: str) -> ConstraintSpec:
-        name, sep, weight = text.strip().partition(":")
-        if not name or (sep and not weight):
-            raise OviError(f"malformed --constraint {text!r}: expected NAME or NAME:WEIGHT")
-        if not sep:
-            return cls(name)
-        try:
-            value = float(weight)
-        except ValueError:
-            raise OviError(f"malformed --constraint {text!r}: weight {weight!r} is not a number") from None
-        if not value >= 0 or value == float("inf"):
-            raise OviError(f"malformed --constraint {text!r}: weight must be a finite number >= 0")
-        return cls(name, value)
-
-
-@dataclass
 class PriorJob:
     """Everything a prior gets for one batch of prompts."""
 
@@ -186,11 +210,8 @@ class PriorJob:
     text: TextEncoding
     encoders: Encoders
     seeds: list[int]
-    settings: Any  # ovi_cli.settings.GenSettings
     constraints: list[Constraint] = field(default_factory=list)
     on_progress: ProgressFn | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # this prior's options, defaults applied
-    warn: WarnFn = _no_warning  # one warning line for the user
 
 
 @dataclass
@@ -201,48 +222,28 @@ class PriorOutput:
     records: list[dict[str, Any]]
 
 
-class Prior(ABC):
-    """Text -> CLIP image embedding."""
+class Prior(Plugin):
+    """Text -> CLIP image embedding. Built once per run; `embed` is called once per batch of prompts."""
 
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
     uses_constraints: ClassVar[bool] = False
     # `ovi compare` draws OVI's cosine to this prior's embedding over the steps (trained priors)
     reference_in_compare: ClassVar[bool] = False
-    options: ClassVar[tuple[PluginOption, ...]] = ()  # read from `job.options`
 
     @abstractmethod
     def embed(self, job: PriorJob) -> PriorOutput:
         """Image embeddings for `job.prompts`, one row per prompt."""
 
-    def required_models(self, options: dict[str, Any], settings: Any) -> list[ModelRef]:
-        """The models `embed` will load: checked before anything loads, so all missing ones are named once."""
-        return []
 
+class Decoder(Plugin):
+    """CLIP image embedding (+ negative embedding) -> images. `load()` is called once before `decode`."""
 
-class Decoder(ABC):
-    """CLIP image embedding (+ negative embedding) -> images."""
-
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
     produces_images: ClassVar[bool] = True
     # what the decoder uses of the run's settings, recorded in the sidecar's "decoding"
     uses_settings: ClassVar[tuple[str, ...]] = ("height", "width", "decoder_steps", "guidance_scale")
-    options: ClassVar[tuple[PluginOption, ...]] = ()  # read from `self.options`
-
-    def __init__(self, settings: Any, device: torch.device, dtype: torch.dtype,
-                 options: dict[str, Any] | None = None) -> None:
-        self.settings = settings
-        self.device = device
-        self.dtype = dtype
-        self.options = dict(options or {})
-
-    def load(self) -> None:  # noqa: B027 - optional hook
-        """Load weights (called once before the first `decode`)."""
-
-    def required_models(self) -> list[ModelRef]:
-        """The models `load` will read: checked before anything loads, so all missing ones are named once."""
-        return []
+    # the encoder family (CLIP space) whose image embeddings it takes; None: any
+    encoder_family: ClassVar[str | None] = None
+    # True: `decode` also receives `prompts=[...]` (a decoder that reads the text too, e.g. SDXL + IP-Adapter)
+    uses_prompts: ClassVar[bool] = False
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
@@ -267,6 +268,8 @@ class ModelPreset(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    # `ovi compare --model NAME` without --priors: priors that work with these models (None: compare's own)
+    compare_priors: ClassVar[str | None] = None
 
     @abstractmethod
     def overrides(self) -> dict[str, Any]:
@@ -303,18 +306,15 @@ class ImageScore:
 
 
 @dataclass
-class ScorerContext:
-    """What a scorer is built with."""
+class ScorerContext(PluginContext):
+    """The plugin context of a scorer: the common fields, plus what `ovi bench score` was asked."""
 
-    device: torch.device
-    options: dict[str, Any] = field(default_factory=dict)  # this scorer's options, defaults applied
     batch_size: int = 16
     nlp: str = "auto"  # noun phrases / part of speech: auto (spaCy where installed), spacy, rules
     encoder_model: str | None = None  # the CLIP towers of a `--model` preset (e.g. the toy CLIP), if one was named
-    warn: WarnFn = _no_warning  # one warning line for the user
 
 
-class Scorer(ABC):
+class Scorer(Plugin):
     """Scores benchmark images: one number per image, averaged per category (T2I-CompBench's way).
 
     ovi calls `settings()` and `required_models()` before anything loads, `load()` once, then
@@ -324,8 +324,6 @@ class Scorer(ABC):
     shapes the official T2I-CompBench scripts write, beside the category's `samples/`.
     """
 
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
     # categories this scorer scores when `--scorers` is not given (the paper's table: color -> blip-vqa, ...)
     categories: ClassVar[tuple[str, ...]] = ()
     # benchmarks (bench.json's "benchmark") whose every category it scores by default (e.g. the toy oracle)
@@ -334,15 +332,7 @@ class Scorer(ABC):
     refuses: ClassVar[dict[str, str]] = {}
     # other scorers whose per-image results `score` combines (3-in-1); ovi runs them first
     requires: ClassVar[tuple[str, ...]] = ()
-    options: ClassVar[tuple[PluginOption, ...]] = ()  # read from `self.options`
-
-    def __init__(self, context: ScorerContext) -> None:
-        self.context = context
-        self.options = dict(context.options)
-
-    def required_models(self) -> list[ModelRef]:
-        """The models `load` will read: checked before anything loads, so all missing ones are named once."""
-        return []
+    context: ScorerContext
 
     def settings(self) -> dict[str, Any]:
         """JSON-able facts the numbers depend on; compared with those stored beside earlier scores."""
@@ -351,9 +341,6 @@ class Scorer(ABC):
     def describe(self) -> dict[str, Any]:
         """JSON-able facts recorded in scores.json but not compared (e.g. the model's folder)."""
         return {}
-
-    def load(self) -> None:  # noqa: B027 - optional hook
-        """Load models (called once, and only when some image still needs this scorer)."""
 
     @abstractmethod
     def score(self, items: list[ScoreItem], inputs: dict[str, list[ImageScore]]) -> list[ImageScore]:
@@ -392,70 +379,6 @@ class Benchmark(ABC):
     def source(self, category: str) -> str:
         """Where the prompts of `category` come from (a file, or a description), for `bench.json`."""
         return f"{self.name}:{category}"
-
-
-# ---- one context for every plugin kind -----------------------------------------------------------
-@dataclass
-class PluginContext:
-    """What every plugin is constructed with, whatever its kind: `cls(context)`.
-
-    `settings` is the run's typed settings (`GenSettings` for priors, constraints, decoders and
-    encoder families; the scoring or fidelity settings for scorers, feature spaces and metrics);
-    `options` are this plugin's own options, declared by it and resolved (defaults applied).
-    """
-
-    name: str = ""  # the name the plugin was selected by
-    settings: Any = None
-    options: dict[str, Any] = field(default_factory=dict)
-    device: Any = None  # torch.device
-    dtype: Any = None  # the compute dtype (autocast); weights: `weight_dtype`
-    reporter: Reporter = field(default_factory=Reporter)
-    encoders: Any = None  # `ovi_cli.encoders.Encoders`, where the run has loaded them
-    store: Any = None  # an `ovi_stats.store.StatsStore`, where the run opened one
-    weight: float | None = None  # a constraint's weight
-
-    def warn(self, message: str) -> None:
-        """One warning line for the user (through the reporter)."""
-        self.reporter.warn(message)
-
-    @property
-    def weight_dtype(self) -> Any:
-        """The one weight-dtype rule: float32 weights on a CPU, the compute dtype on an accelerator."""
-        import torch
-
-        device = torch.device(self.device or "cpu")
-        return torch.float32 if device.type == "cpu" or self.dtype is None else self.dtype
-
-
-class Plugin:
-    """What every plugin kind shares: a name, declared options, the context, the models it reads."""
-
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
-    options: ClassVar[tuple[PluginOption, ...]] = ()  # read from `self.options`
-
-    def __init__(self, context: PluginContext) -> None:
-        self.context = context
-        self.options = dict(context.options)
-
-    @property
-    def settings(self) -> Any:
-        return self.context.settings
-
-    @property
-    def device(self) -> Any:
-        return self.context.device
-
-    @property
-    def dtype(self) -> Any:
-        return self.context.dtype
-
-    def required_models(self) -> list[ModelRef]:
-        """The models `load` will read: checked before anything loads, so all missing ones are named once."""
-        return []
-
-    def load(self) -> None:  # noqa: B027 - optional hook
-        """Load weights (called once, before first use)."""
 
 
 # ---- encoder families: which CLIP space, and how its towers load ----------------------------------

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import os
+import stat
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ MAX_TOKENS = 4096
 MAX_BATCH = 65_536
 MAX_THREADS = 4096
 MAX_WEIGHT = 1e6  # a constraint weight above this only overflows the loss
+MAX_TEXT_INPUT = 64 * 2**20  # bytes of a prompt file or file list (about a million long prompts)
+STDIN = "-"  # a prompt file named `-` is standard input
 # pseudo-filesystems: nothing ovi writes belongs there (writes there fail late, or worse, succeed)
 PSEUDO_FS = ("/proc", "/sys", "/dev")
 PSEUDO_FS_OK = ("/dev/shm",)
@@ -139,3 +143,75 @@ def check_result_paths(paths: Sequence[Path], flag: str = "--out") -> None:
         folders.add(p.parent)
     for folder in sorted(folders):
         check_output_folder(folder, flag)
+
+
+# ---- input files -------------------------------------------------------------------------------
+def check_input_file(path: Path | str, what: str) -> Path:
+    """`path` is a regular file (after symlinks): not a folder, a FIFO, a device or a socket, which
+    could block ovi forever (a FIFO with no writer) or feed it without end (`/dev/zero`)."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise OviError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc.__class__.__name__}") from None
+    if stat.S_ISDIR(mode):
+        raise OviError(f"{what} {str(path)!r} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise OviError(f"{what} {str(path)!r} is not a regular file (a pipe, device or socket); "
+                       "give a file" + (", or - for standard input" if what == "prompt file" else ""))
+    return path
+
+
+def read_input_bytes(path: Path | str, what: str, max_bytes: int = MAX_TEXT_INPUT) -> bytes:
+    """The bytes of a small input file (a regular file, or standard input for `-`), at most `max_bytes`:
+    a bigger input is a one-line error, never an unbounded read."""
+    if str(path) == STDIN:
+        stream = sys.stdin.buffer if sys.stdin is not None else None
+        if stream is None:
+            raise OviError(f"cannot read {what} from standard input: there is none")
+        data = stream.read(max_bytes + 1)
+        source = "standard input"
+    else:
+        check_input_file(path, what)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(max_bytes + 1)
+        except OSError as exc:
+            raise OviError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc.__class__.__name__}") from None
+        source = repr(str(path))
+    if len(data) > max_bytes:
+        raise OviError(f"{what} {source} is larger than {max_bytes // 2**20} MiB; split it")
+    return data
+
+
+# ---- names plugins give ------------------------------------------------------------------------
+def check_path_name(name: object, what: str) -> str:
+    """A name a plugin gives (scorer, benchmark, category, ...) that ovi uses as a file or folder
+    name: one plain path component, printable, not hidden, not `.`/`..`, at most 100 characters."""
+    if not isinstance(name, str) or not name:
+        raise OviError(f"{what} {name!r} must be a non-empty string")
+    bad = (name in (".", "..") or name.startswith(".") or "/" in name or "\\" in name or "\0" in name
+           or not name.isprintable() or name != name.strip() or len(name) > 100)
+    if bad:
+        raise OviError(f"{what} {name!r} cannot be used as a file name: use letters, digits, '-' or '_' "
+                       "(no '/', no leading '.', at most 100 characters)")
+    return name
+
+
+# ---- limits of the process ---------------------------------------------------------------------
+def check_worker_file_limit(workers: int, batch_bytes: int, flag: str = "--workers") -> None:
+    """Worker processes hand each decoded batch to the main process in a shared-memory file, which
+    the file-size limit (`ulimit -f`) also bounds: a batch larger than that fails inside the worker
+    and the main process would wait for it forever. Refused (one line) before any worker starts."""
+    if workers <= 0:
+        return
+    try:
+        import resource
+    except ImportError:  # not on POSIX: no such limit
+        return
+    soft, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft == resource.RLIM_INFINITY or soft >= batch_bytes:
+        return
+    raise OviError(f"{flag} {workers}: the file-size limit (ulimit -f) is {soft} bytes, smaller than one "
+                   f"decoded batch ({batch_bytes} bytes), which worker processes pass on in shared-memory files; "
+                   "rerun with --resume --workers 0, or raise the limit")

@@ -15,9 +15,8 @@ from typing import Annotated, Any
 import typer
 
 from ovi_cli import __version__
-from ovi_cli.console import error_line
-from ovi_cli.entry import INTERRUPTED
-from ovi_cli.errors import OviError, first_line
+from ovi_cli.console import UI, error_line
+from ovi_cli.errors import INTERRUPTED, OviError, first_line
 
 # Typer may vendor its own click: take the exception classes from Typer's own hierarchy.
 _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
@@ -76,7 +75,7 @@ def mount_plugin_commands(app: typer.Typer, warn=error_line) -> None:
         before_cmds, before_groups = list(app.registered_commands), list(app.registered_groups)
         taken = command_names(app)
         try:
-            register(cli=app)
+            register(cli=app, ui=UI())
         except BaseException as exc:  # noqa: BLE001 - a plugin's SystemExit must not end ovi
             if isinstance(exc, KeyboardInterrupt):
                 raise

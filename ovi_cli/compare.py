@@ -96,8 +96,8 @@ class ReferenceCosine(Constraint):
 
     name = "cos_reference"
 
-    def __init__(self, label: str, context: ConstraintContext) -> None:
-        super().__init__(0.0, context)
+    def __init__(self, context: ConstraintContext, label: str) -> None:
+        super().__init__(replace(context, weight=0.0))
         self.name = f"{COSINE_PREFIX}{label}"  # the history key
         self.reference: Tensor | None = None  # [B, D]
 
@@ -176,8 +176,8 @@ class Comparison:
             return
         if self.encoders is None:
             self.reporter.stage(f"loading encoders from {self.settings.encoder_model}")
-            self.encoders = Encoders.load(self.settings.encoder_model, device=self.decoder_pipe.device,
-                                          dtype=self.decoder_pipe.dtype)
+            # through the run's encoder family (the pipeline made it on its device and dtype)
+            self.encoders = self.decoder_pipe.encoder_family.load_encoders(self.settings.encoder_model)
         # one stats store for every pipeline and for the table's Mahalanobis / NN columns
         if self.settings.stats or any(p.needs_store for p in self.pipes.values()):
             first = self.decoder_pipe
@@ -189,7 +189,7 @@ class Comparison:
             pipe.load(encoders=self.encoders, store=self.store)
             if pipe.prior.uses_constraints and references:
                 ctx = pipe.constraint_context()
-                self.trackers[ch.label] = [ReferenceCosine(r.label, ctx) for r in references]
+                self.trackers[ch.label] = [ReferenceCosine(ctx, r.label) for r in references]
         if self.produces_images:
             self.decoder_pipe.load(encoders=self.encoders, store=self.store)
         self._loaded = True

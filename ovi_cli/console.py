@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rich.console import Console
@@ -32,6 +33,34 @@ def error_line(message: str) -> None:
     # plain write: one line, no wrapping, no markup interpretation of the message
     sys.stderr.write(f"ovi: error: {printable(message)}\n")
     sys.stderr.flush()
+
+
+def print_table(table, console: Console | None = None) -> None:
+    """Print a Rich table without cutting any cell.
+
+    Cells fold (wrap, inside a word if need be) to fit the width instead of ending in "...", and a
+    table whose columns cannot be narrower than the width is printed wider, never cropped. On a
+    pipe or in a file with no `COLUMNS` set, the table is printed at its natural width, one line
+    per row, so `ovi plugins | cat` and `grep` see every cell whole.
+    """
+    from rich.measure import Measurement
+
+    console = console or Console()
+    for column in table.columns:
+        column.overflow = "fold"
+        column.no_wrap = False
+    before = console.width
+    measure = Measurement.get(console, console.options.update(width=10**6), table)
+    # columns with a minimum width (numbers kept whole) can need more than the width: print wider
+    # (the terminal wraps the lines) rather than let the console crop them
+    width = max(before, measure.minimum)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        width = max(width, measure.maximum)
+    try:
+        console.width = width
+        console.print(table)
+    finally:
+        console.width = before
 
 
 def make_progress(quiet: bool = False) -> Progress:
@@ -108,3 +137,42 @@ class RichReporter(Reporter):
         task = getattr(self, "_count", None)
         if task is not None:
             self.progress.update(task, advance=done, info=info)
+
+
+class UI:
+    """Terminal services handed to plugin commands (`register_commands(cli, ui)`): plugins draw with
+    these instead of importing ovi's terminal modules, so the layers stay as they are."""
+
+    from ovi_cli import options  # the shared flag types (`ui.options.Quiet`, ...), for plugin commands
+
+    @staticmethod
+    def progress(quiet: bool = False) -> Progress:
+        """A Rich progress display (a context manager), as ovi's own commands draw it."""
+        return make_progress(quiet)
+
+    @staticmethod
+    def reporter(progress: Progress, quiet: bool = False) -> RichReporter:
+        """A `Reporter` (ovi_cli.reporter) that draws on `progress`: hand it to any library run."""
+        return RichReporter(progress, quiet=quiet)
+
+    @staticmethod
+    def print_table(table, title: str) -> None:
+        """A benchmark table (`ovi_cli.bench.table.Table`) as `ovi bench table` prints it."""
+        from ovi_cli.commands.bench_score import print_table
+
+        print_table(table, title)
+
+    @staticmethod
+    def warn(message: str) -> None:
+        warn(message)
+
+    @staticmethod
+    def error(message: str) -> None:
+        error_line(message)
+
+    @staticmethod
+    def score_progress(progress: Progress, quiet: bool = False):
+        """What `ovi bench score` draws while scoring (until scoring reports through the `Reporter`)."""
+        from ovi_cli.commands.bench_score import RichScoreProgress
+
+        return RichScoreProgress(progress, quiet)

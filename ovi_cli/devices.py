@@ -97,6 +97,17 @@ def resolve_dtype(
     return torch.float32
 
 
+def weight_dtype(device: torch.device | str, dtype: torch.dtype | None) -> torch.dtype:
+    """The dtype model weights are loaded in: the one rule of ovi.
+
+    float32 on a CPU (its half-precision matmuls are slow or missing; autocast or a bf16 copy does
+    the rest where that pays), the compute dtype on an accelerator (half the memory).
+    """
+    if torch.device(device).type == "cpu" or dtype is None:
+        return torch.float32
+    return dtype
+
+
 def autocast_context(device: torch.device, dtype: torch.dtype):
     """Autocast for a low-precision dtype; a no-op context for float32."""
     if dtype == torch.float32:

@@ -22,6 +22,20 @@ from datetime import timedelta
 
 from ovi_cli.errors import OviError
 
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`"I/N"` (1-based, 1 <= I <= N) -> (I, N); None -> None."""
+    if text is None:
+        return None
+    try:
+        i_text, n_text = text.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise OviError(f"--shard must look like I/N (e.g. 1/4), got {text!r}") from None
+    if n < 1 or not 1 <= i <= n:
+        raise OviError(f"--shard {text}: need 1 <= I <= N")
+    return i, n
+
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 # A barrier waits for the slowest rank: a benchmark share can take hours longer than another's.
 BARRIER_TIMEOUT = timedelta(days=7)

@@ -1,16 +1,16 @@
-"""The CLIP towers that OVI works with, loaded from the Kandinsky 2.2 prior repository layout.
+"""The CLIP towers that OVI works with: one object, whatever layout they were loaded from.
 
-`kandinsky-community/kandinsky-2-2-prior` holds `image_encoder/` (CLIPVisionModelWithProjection),
-`text_encoder/` (CLIPTextModelWithProjection), `tokenizer/` and `image_processor/`. Other
-subfolders (`prior/`, `scheduler/`) are ignored. A hub id and a local folder take the same path:
-the id is resolved to a local folder first (see `ovi_cli.hub`).
+`Encoders` holds a text tower, a vision tower, a tokenizer and an image processor, and knows how
+to encode text, images and pseudo-tokens. How the towers load is an encoder family's business
+(`ovi_cli.api.EncoderFamily`, kind `encoder_family`): `kandinsky22-prior` reads the Kandinsky 2.2
+prior repository layout (the default), `clip` a plain CLIP model folder. `Encoders.load(source)`
+is the default family's loader.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,12 +18,8 @@ import torch
 from torch import Tensor
 
 from ovi_cli.devices import autocast_context
-from ovi_cli.errors import OviError, first_line
-from ovi_cli.hub import resolve_model_dir
 from ovi_cli.pseudo_tokens import encode_pseudo_tokens
-from ovi_cli.settings import DEFAULT_ENCODER_MODEL
-
-ENCODER_SUBFOLDERS = ("image_encoder", "text_encoder", "tokenizer", "image_processor")
+from ovi_cli.settings import DEFAULT_ENCODER_FAMILY, DEFAULT_ENCODER_MODEL, ENCODER_SUBFOLDERS  # noqa: F401
 
 
 @dataclass
@@ -58,6 +54,7 @@ class Encoders:
         source: str,
         device: torch.device,
         dtype: torch.dtype = torch.float32,
+        family: str = DEFAULT_ENCODER_FAMILY,
     ) -> None:
         self.text_encoder = text_encoder.to(device).eval().requires_grad_(False)
         self.image_encoder = image_encoder.to(device).eval().requires_grad_(False)
@@ -66,6 +63,7 @@ class Encoders:
         self.source = source
         self.device = device
         self.dtype = dtype
+        self.family = family  # the encoder family that loaded the towers
         self._fingerprint: str | None = None
 
     @classmethod
@@ -75,35 +73,22 @@ class Encoders:
         *,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        family: str = DEFAULT_ENCODER_FAMILY,
     ) -> Encoders:
-        """Load from a hub id or a local folder in the Kandinsky 2.2 prior layout."""
-        from transformers import (
-            CLIPTextModelWithProjection,
-            CLIPTokenizer,
-            CLIPVisionModelWithProjection,
-        )
+        """Load from a hub id or a local folder through the encoder family `family` (a registered name)."""
+        from ovi_cli.api import PluginContext
+        from ovi_cli.plugins import get_registry
 
-        device = torch.device(device)
-        root = resolve_model_dir(
-            source, what="encoder", flag="--encoder-model", subfolders=ENCODER_SUBFOLDERS
-        )
-        # Weights stay float32 on CPU; on an accelerator half-precision weights halve the memory
-        # and autocast does the rest.
-        weight_dtype = dtype if device.type != "cpu" else torch.float32
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                text = CLIPTextModelWithProjection.from_pretrained(
-                    root / "text_encoder", dtype=weight_dtype
-                )
-                vision = CLIPVisionModelWithProjection.from_pretrained(
-                    root / "image_encoder", dtype=weight_dtype
-                )
-                tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
-                processor = _image_processor_class().from_pretrained(root / "image_processor")
-        except OSError as exc:
-            raise OviError(f"cannot load encoders from {source!r}: {first_line(exc, with_type=False)}") from exc
-        return cls(text, vision, tokenizer, processor, source=source, device=device, dtype=dtype)
+        family_cls = get_registry().get("encoder_family", family)
+        context = PluginContext(name=family, device=torch.device(device), dtype=dtype)
+        return family_cls(context).load_encoders(source)
+
+    def to(self, device: torch.device | str) -> Encoders:
+        """The towers moved to `device` (in place); returns self."""
+        self.device = torch.device(device)
+        self.text_encoder.to(self.device)
+        self.image_encoder.to(self.device)
+        return self
 
     # ---- facts about the towers -------------------------------------------------------------
     @property
@@ -202,7 +187,7 @@ class Encoders:
         return self.encode_pixels(torch.zeros(1, 3, size, size))
 
     def describe(self) -> dict:
-        return {"source": self.source, "fingerprint": self.fingerprint(),
+        return {"source": self.source, "family": self.family, "fingerprint": self.fingerprint(),
                 "embed_dim": self.embed_dim, "token_width": self.token_width}
 
 

@@ -17,7 +17,6 @@ Speed notes (see README, "Speed"):
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,7 +66,10 @@ def patience_update(loss: Tensor, best: Tensor, wait: Tensor, min_delta: float) 
 
 
 def _default_warn(message: str) -> None:
-    sys.stderr.write(f"ovi: warning: {message}\n")
+    """Without a warn callback the library warns the Python way (a caller may filter it); it never prints."""
+    import warnings
+
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _compile(fn: EmbedFn) -> EmbedFn:

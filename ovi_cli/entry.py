@@ -12,7 +12,7 @@ import os
 import signal
 from typing import Any
 
-INTERRUPTED = "interrupted; files of unfinished results were not written"  # also `cli.main`'s line
+from ovi_cli.errors import INTERRUPTED
 
 
 def _interrupted(signum: int, frame: Any) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# the one line for Ctrl-C, from `ovi_cli.entry` (while importing) and `ovi_cli.cli.main` (after)
+INTERRUPTED = "interrupted; files of unfinished results were not written"
+
 
 class OviError(Exception):
     """A problem the user can fix: the CLI prints `ovi: error: <message>` and exits non-zero."""

@@ -67,5 +67,10 @@ def register_image_sources(register):
 
 
 @hookspec
-def register_commands(cli):
-    """Add commands to the `ovi` Typer app: `@cli.command()` or `cli.add_typer(...)` (not ovi's own names)."""
+def register_commands(cli, ui):
+    """Add commands to the `ovi` Typer app: `@cli.command()` or `cli.add_typer(...)` (not ovi's own names).
+
+    `ui` (`ovi_cli.console.UI`) gives terminal services: `ui.progress()`, `ui.reporter(progress)` (a Rich
+    `Reporter` for library runs), `ui.print_table(...)`, `ui.options` (ovi's shared flag types). A hook
+    may take `cli` alone.
+    """

@@ -33,6 +33,7 @@ class ModelRef:
     what: str
     flag: str
     subfolders: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # the only files to fetch from the hub, when the model is a few files of a big repo
 
 
 class ModelUnavailable(OviError):
@@ -56,7 +57,7 @@ def check_models(refs: Sequence[ModelRef], toy_hint: bool = True) -> None:
     missing: list[ModelUnavailable] = []
     for ref in dict.fromkeys(refs):
         try:
-            resolve_model_dir(ref.source, what=ref.what, flag=ref.flag, subfolders=ref.subfolders)
+            resolve_model_dir(ref.source, what=ref.what, flag=ref.flag, subfolders=ref.subfolders, files=ref.files)
         except ModelUnavailable as exc:
             missing.append(exc)
     hint = "; or try ovi offline right away with --model toy" if toy_hint else ""
@@ -99,8 +100,12 @@ def resolve_model_dir(
     what: str,
     flag: str,
     subfolders: Sequence[str] = (),
+    files: Sequence[str] = (),
 ) -> Path:
-    """Return a local folder for `source` (hub id or path) that holds `subfolders`.
+    """Return a local folder for `source` (hub id or path) that holds `subfolders` (and `files`).
+
+    `files` (paths inside the repository): fetch only these from the hub, e.g. one adapter's
+    weights from a repository of many.
 
     `what` names the model in messages ("encoders", "decoder"), `flag` the CLI flag that
     chooses it, so that the error tells the user what to do instead.
@@ -110,17 +115,17 @@ def resolve_model_dir(
     if path.exists():
         if not path.is_dir():
             raise OviError(f"{what} model {source!r} is a file, not a folder in the hub layout")
-        _check_subfolders(path, subfolders, what, source)
+        _check_subfolders(path, subfolders, what, source, files)
         return path
     if source.count("/") != 1 or source.startswith((".", "/", "~")):
         raise OviError(f"{what} model folder {source!r} does not exist (pass a folder or a hub id to {flag})")
 
-    patterns = [f"{s}/*" for s in subfolders] + ["model_index.json"] if subfolders else None
+    patterns = list(files) if files else [f"{s}/*" for s in subfolders] + ["model_index.json"] if subfolders else None
     from huggingface_hub import snapshot_download
 
     try:
         local = snapshot_download(source, allow_patterns=patterns, local_files_only=True)
-        _check_subfolders(Path(local), subfolders, what, source)
+        _check_subfolders(Path(local), subfolders, what, source, files)
         return Path(local)
     except OviError:
         pass
@@ -136,14 +141,16 @@ def resolve_model_dir(
         local = snapshot_download(source, allow_patterns=patterns)
     except Exception as exc:  # network and authorisation errors from the hub client
         raise ModelUnavailable(ref, f"could not be downloaded ({type(exc).__name__})") from exc
-    _check_subfolders(Path(local), subfolders, what, source)
+    _check_subfolders(Path(local), subfolders, what, source, files)
     return Path(local)
 
 
-def _check_subfolders(path: Path, subfolders: Sequence[str], what: str, source: str) -> None:
+def _check_subfolders(path: Path, subfolders: Sequence[str], what: str, source: str,
+                      files: Sequence[str] = ()) -> None:
     missing = [s for s in subfolders if not (path / s).is_dir()]
+    missing += [f for f in files if not (path / f).is_file()]
     if missing:
         raise OviError(
-            f"{what} model {source!r} lacks the subfolder(s) {', '.join(missing)} "
+            f"{what} model {source!r} lacks {'' if files else 'the subfolder(s) '}{', '.join(missing)} "
             f"(expected the layout of the hub repository)"
         )

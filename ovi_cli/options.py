@@ -24,6 +24,10 @@ OUTPUT = "Output"
 EncoderModel = Annotated[str, typer.Option(
     envvar="OVI_ENCODER_MODEL", rich_help_panel=MODELS,
     help="Hub id or local folder in the kandinsky-2-2-prior layout (CLIP towers).")]
+EncoderFamily = Annotated[str, typer.Option(
+    rich_help_panel=MODELS,
+    help="How --encoder-model is laid out (an encoder family): kandinsky22-prior, or clip (a plain CLIP model "
+    "folder such as laion/CLIP-ViT-H-14-laion2B-s32B-b79K). Model presets set it.")]
 DecoderModel = Annotated[str, typer.Option(
     envvar="OVI_DECODER_MODEL", rich_help_panel=MODELS,
     help="Hub id or local folder in the kandinsky-2-2-decoder layout.")]

@@ -18,19 +18,20 @@ import torch
 from torch import Tensor
 
 from ovi_cli import __version__
-from ovi_cli.api import Constraint, ConstraintContext, ConstraintSpec, PriorJob, Reporter, resolve_options
+from ovi_cli.api import Constraint, ConstraintSpec, PluginContext, PriorJob, Reporter, resolve_options
 from ovi_cli.devices import resolve_device, resolve_dtype
-from ovi_cli.encoders import ENCODER_SUBFOLDERS, Encoders, TextEncoding
+from ovi_cli.encoders import Encoders, TextEncoding
 from ovi_cli.errors import OviError
 from ovi_cli.hub import ModelRef, check_models
 from ovi_cli.losses import cosine
 from ovi_cli.outputs import atomic_outputs, finite_or_none, result_paths
 from ovi_cli.plugin_checks import check_prior_output, start_plugin
 from ovi_cli.plugins import Registry, get_registry
+from ovi_cli.png_recipe import write_png
 from ovi_cli.prompts import validate_prompts
 from ovi_cli.settings import NEGATIVE_KINDS, GenSettings
 
-OPTION_KINDS = ("prior", "constraint", "decoder")  # plugin kinds that declare `--option`s
+OPTION_KINDS = ("prior", "constraint", "decoder", "encoder_family")  # plugin kinds that declare `--option`s
 
 
 @dataclass
@@ -60,6 +61,14 @@ def check_plugin_options(settings: GenSettings, registry: Registry) -> dict[str,
     return out
 
 
+def _preset_decoder(cls: type) -> str | None:
+    """The decoder a model preset selects (None when it selects none, or cannot say here)."""
+    try:
+        return cls().overrides().get("decoder")
+    except Exception:  # noqa: BLE001 - a preset that cannot resolve here (e.g. toy models missing) names none
+        return None
+
+
 def truncation_warning(prompt: str, count: int, limit: int) -> str:
     """The one line shown when the text encoder reads only the first `limit` of a prompt's `count` tokens."""
     shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
@@ -85,13 +94,9 @@ class OviPipeline:
         check_plugin_options(settings, self.registry)
         self.device = resolve_device(settings.device)
         self.dtype = resolve_dtype(settings.dtype, self.device)
-        prior_cls = self.registry.get("prior", settings.prior)
-        self.prior_options = resolve_options(prior_cls, settings.prior, settings.options_for(settings.prior))
-        self.prior = start_plugin("prior", settings.prior, prior_cls, prior_cls)
-        decoder_cls = self.registry.get("decoder", settings.decoder)
-        decoder_options = resolve_options(decoder_cls, settings.decoder, settings.options_for(settings.decoder))
-        self.decoder = start_plugin("decoder", settings.decoder, decoder_cls, lambda: decoder_cls(
-            settings, self.device, self.dtype, decoder_options))
+        self.prior = self._start("prior", settings.prior)
+        self.decoder = self._start("decoder", settings.decoder)
+        self.encoder_family = self._start_encoder_family()
         self.specs = [ConstraintSpec.parse(c) for c in settings.constraints]
         for spec in self.specs:
             self.registry.get("constraint", spec.name)
@@ -104,16 +109,42 @@ class OviPipeline:
         self._negative: Tensor | None = None
         self.timings: dict[str, float] = {}
 
+    def plugin_context(self, name: str, cls: type, **extra: Any) -> PluginContext:
+        """The one context a plugin of this run is built with: its options resolved, the run's settings."""
+        options = resolve_options(cls, name, self.settings.options_for(name))
+        return PluginContext(name=name, settings=self.settings, options=options, device=self.device,
+                             dtype=self.dtype, reporter=self.reporter, **extra)
+
+    def _start(self, kind: str, name: str, **extra: Any) -> Any:
+        cls = self.registry.get(kind, name)
+        context = self.plugin_context(name, cls, **extra)
+        return start_plugin(kind, name, cls, lambda: cls(context))
+
+    @property
+    def prior_options(self) -> dict[str, Any]:
+        return self.prior.options
+
     def _validate(self) -> None:
         self.settings.check()
         if self.settings.negative not in NEGATIVE_KINDS:
             raise OviError(f"--negative must be one of {', '.join(NEGATIVE_KINDS)}")
 
+    def _start_encoder_family(self) -> Any:
+        """The encoder family that loads the CLIP towers; a decoder that needs another one is refused."""
+        s = self.settings
+        needed = getattr(self.decoder, "encoder_family", None)
+        if needed and needed != s.encoder_family:
+            presets = [f"--model {n}" for n in self.registry.names("model")
+                       if _preset_decoder(self.registry.get("model", n)) == s.decoder]
+            raise OviError(f"decoder {s.decoder!r} works in the CLIP space of encoder family {needed!r}, but the "
+                           f"encoder family is {s.encoder_family!r}; use {' or '.join(presets) or 'its model preset'}, "
+                           f"or --encoder-family {needed} with a matching --encoder-model")
+        return self._start("encoder_family", s.encoder_family)
+
     def required_models(self) -> list[ModelRef]:
         """Every model this pipeline loads: encoders, prior, decoder (resolved before loading any)."""
-        refs = [] if self.encoders is not None else [
-            ModelRef(self.settings.encoder_model, "encoder", "--encoder-model", ENCODER_SUBFOLDERS)]
-        refs += self.prior.required_models(self.prior_options, self.settings)
+        refs = [] if self.encoders is not None else self.encoder_family.required_models()
+        refs += self.prior.required_models()
         if not self._decoder_loaded:
             refs += self.decoder.required_models()
         return refs
@@ -143,9 +174,7 @@ class OviPipeline:
         if self.encoders is None:
             self.reporter.stage(f"loading encoders from {self.settings.encoder_model}")
             t = time.perf_counter()
-            self.encoders = Encoders.load(
-                self.settings.encoder_model, device=self.device, dtype=self.dtype
-            )
+            self.encoders = self.encoder_family.load_encoders(self.settings.encoder_model)
             self.timings["load_encoders_s"] = time.perf_counter() - t
         if self.constraints is None:
             self.constraints = self._build_constraints()
@@ -165,23 +194,17 @@ class OviPipeline:
             self.store = open_store_for(self.settings.stats, self.encoders, warn=self.reporter.warn)
         return self.store
 
-    def constraint_context(self, options: dict[str, Any] | None = None) -> ConstraintContext:
-        """What a constraint of this pipeline is built from (also for weight-0 trackers)."""
+    def constraint_context(self) -> PluginContext:
+        """The context of a weight-0 tracker of this pipeline (no options of its own)."""
         assert self.encoders is not None
-        return ConstraintContext(encoders=self.encoders, device=self.device, dtype=self.dtype,
-                                 store=self.store, options=dict(options or {}), warn=self.reporter.warn)
+        return PluginContext(settings=self.settings, device=self.device, dtype=self.dtype, reporter=self.reporter,
+                             encoders=self.encoders, store=self.store, weight=0.0)
 
     def _build_constraints(self) -> list[Constraint]:
-        classes = [self.registry.get("constraint", s.name) for s in self.specs]
-        if any(c.needs_stats for c in classes):
+        if any(self.registry.get("constraint", s.name).needs_stats for s in self.specs):
             self.open_store()
-        out = []
-        for spec, cls in zip(self.specs, classes):
-            weight = cls.default_weight if spec.weight is None else spec.weight
-            opts = resolve_options(cls, spec.name, self.settings.options_for(spec.name))
-            ctx = self.constraint_context(opts)
-            out.append(start_plugin("constraint", spec.name, cls, lambda cls=cls, w=weight, c=ctx: cls(w, c)))
-        return out
+        return [self._start("constraint", spec.name, encoders=self.encoders, store=self.store, weight=spec.weight)
+                for spec in self.specs]
 
     def negative_embedding(self) -> Tensor:
         """`[1, D]`: the zero-image embedding (default) or a zero tensor."""
@@ -223,9 +246,7 @@ class OviPipeline:
         t = time.perf_counter()
         job = PriorJob(
             prompts=prompts, text=text, encoders=self.encoders, seeds=seeds,
-            settings=self.settings, constraints=[*self.constraints, *trackers],
-            on_progress=self.reporter.ovi_progress, options=dict(self.prior_options),
-            warn=self.reporter.warn,
+            constraints=[*self.constraints, *trackers], on_progress=self.reporter.ovi_progress,
         )
         out = self.prior.embed(job)
         check_prior_output(self.settings.prior, self.prior, out, prompts, self.encoders.embed_dim)
@@ -237,9 +258,11 @@ class OviPipeline:
     def decode(self, batch: EmbedBatch) -> list[Any]:
         self.load()
         t = time.perf_counter()
+        # a decoder that also reads the text (`uses_prompts`, e.g. SDXL + IP-Adapter) gets the prompts
+        extra = {"prompts": list(batch.prompts)} if getattr(self.decoder, "uses_prompts", False) else {}
         images = self.decoder.decode(
             batch.image_embeds.to(self.device), batch.negative_image_embeds.to(self.device),
-            batch.seeds, on_step=self.reporter.decode_progress,
+            batch.seeds, on_step=self.reporter.decode_progress, **extra,
         )
         batch.timings["decode_s"] = time.perf_counter() - t
         return images
@@ -272,7 +295,8 @@ class OviPipeline:
             sidecar["files"] = files
             with atomic_outputs() as staging:
                 if images:
-                    staging.write_with(paths["image"], lambda p, im=images[i]: im.save(p, format="PNG"))
+                    # the recipe rides inside the PNG (`ovi gen --from IMAGE` makes it again)
+                    staging.write_with(paths["image"], lambda p, im=images[i], sc=sidecar: write_png(p, im, sc))
                 if keep_embedding:
                     staging.write_with(paths["embedding"], lambda p, i=i: save_embeddings(p, batch, i))
                 staging.write_json(paths["sidecar"], sidecar)
@@ -322,7 +346,8 @@ class OviPipeline:
 
     def options_used(self) -> dict[str, dict[str, Any]]:
         """The resolved options of the prior, the constraints and the decoder (non-empty ones)."""
-        out = {self.settings.prior: self.prior_options, self.settings.decoder: self.decoder.options}
+        out = {self.settings.prior: self.prior_options, self.settings.decoder: self.decoder.options,
+               self.settings.encoder_family: self.encoder_family.options}
         for c in self.constraints or []:
             out[c.name] = c.context.options
         return {k: v for k, v in out.items() if v}

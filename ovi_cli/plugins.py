@@ -17,6 +17,7 @@ from typing import Any
 import pluggy
 
 from ovi_cli import hookspecs
+from ovi_cli.checks import check_path_name
 from ovi_cli.errors import OviError, first_line
 
 GROUP = "ovi"
@@ -35,6 +36,9 @@ HOOKS = {
     "image_source": "register_image_sources",
 }
 KINDS = tuple(HOOKS)
+# kinds whose names (and a benchmark's categories) ovi uses as file or folder names: RUN/<category>/,
+# scores/<scorer>.jsonl, ...; checked when registered (`checks.check_path_name`)
+PATH_NAMED = ("benchmark", "scorer")
 
 
 @dataclass
@@ -108,7 +112,9 @@ class Registry:
                 except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt in a hook too
                     if isinstance(exc, KeyboardInterrupt):
                         raise
-                    self.failures.append(PluginFailure(plugin, package, version, first_line(exc)))
+                    # the hook named: which of the plugin's registrations failed
+                    self.failures.append(PluginFailure(plugin, package, version,
+                                                       f"{HOOKS[kind]}: {first_line(exc)}"))
 
     def command_hooks(self) -> list[tuple[str, str, str, Any]]:
         """(plugin, package, version, register_commands function) of every loaded plugin."""
@@ -117,7 +123,11 @@ class Registry:
         out = []
         for impl in self.manager.hook.register_commands.get_hookimpls():
             plugin, package, version = self.origins[impl.plugin_name]
-            out.append((plugin, package, version, impl.function))
+
+            def call(impl=impl, **kwargs: Any) -> Any:  # an implementation may take fewer arguments (pluggy's rule)
+                return impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+
+            out.append((plugin, package, version, call))
         return out
 
 
@@ -178,6 +188,10 @@ def _registrar(reg: Registry, kind: str, plugin: str, package: str, version: str
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not name:
             raise TypeError(f"{kind} class {cls!r} has no `name`")
+        if kind in PATH_NAMED:  # these names become file and folder names: never a path, never hidden
+            check_path_name(name, f"{kind} name")
+            for category in getattr(cls, "categories", ()) if kind == "benchmark" else ():
+                check_path_name(category, f"benchmark {name!r}: category")
         if name in reg.entries[kind]:
             other = reg.entries[kind][name]
             raise ValueError(f"{kind} {name!r} from {package} refused: the name is already registered "

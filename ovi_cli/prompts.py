@@ -21,10 +21,14 @@ def validate_prompts(prompts: Sequence[str]) -> list[str]:
 
 
 def read_prompt_file(path: Path | str) -> list[str]:
-    """One prompt per line (UTF-8, a byte-order mark is dropped); blank lines and `#` lines skipped."""
+    """One prompt per line (UTF-8, a byte-order mark is dropped); blank lines and `#` lines skipped.
+
+    `-` reads standard input; only a regular file or `-`, at most `checks.MAX_TEXT_INPUT` bytes."""
+    from ovi_cli.checks import read_input_bytes
+
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        lines = read_input_bytes(path, "prompt file").decode("utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise OviError(f"cannot read prompt file {str(path)!r}: {exc.__class__.__name__}") from exc
     prompts = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]

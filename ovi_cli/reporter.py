@@ -34,3 +34,13 @@ class Reporter:
 
     def decode_progress(self, step: int, total: int) -> None:
         """The decoder's step `step` of `total`."""
+
+
+class WarnReporter(Reporter):
+    """A silent reporter that passes warnings to a callback (for callers that only take `warn`)."""
+
+    def __init__(self, warn) -> None:
+        self._warn = warn
+
+    def warn(self, message: str) -> None:
+        self._warn(message)

@@ -16,7 +16,33 @@ from ovi_cli.schedule import DEFAULT_SCHEDULE, Schedule, get_schedule
 
 DEFAULT_ENCODER_MODEL = "kandinsky-community/kandinsky-2-2-prior"
 DEFAULT_DECODER_MODEL = "kandinsky-community/kandinsky-2-2-decoder"
+# the Kandinsky 2.2 prior repository's CLIP subfolders (the `kandinsky22-prior` encoder family's layout)
+ENCODER_SUBFOLDERS = ("image_encoder", "text_encoder", "tokenizer", "image_processor")
+DEFAULT_ENCODER_FAMILY = "kandinsky22-prior"  # how the CLIP towers load (`ovi_cli.api.EncoderFamily`)
 NEGATIVE_KINDS = ("zero-image", "zeros")
+
+
+@dataclass
+class ConstraintSpec:
+    """A constraint as named on the command line: `NAME[:WEIGHT]`."""
+
+    name: str
+    weight: float | None = None  # None: the constraint's default weight
+
+    @classmethod
+    def parse(cls, text: str) -> ConstraintSpec:
+        name, sep, weight = text.strip().partition(":")
+        if not name or (sep and not weight):
+            raise OviError(f"malformed --constraint {text!r}: expected NAME or NAME:WEIGHT")
+        if not sep:
+            return cls(name)
+        try:
+            value = float(weight)
+        except ValueError:
+            raise OviError(f"malformed --constraint {text!r}: weight {weight!r} is not a number") from None
+        if not value >= 0 or value == float("inf"):
+            raise OviError(f"malformed --constraint {text!r}: weight must be a finite number >= 0")
+        return cls(name, value)
 
 
 @dataclass
@@ -54,6 +80,7 @@ class GenSettings(OviSettings):
     prior: str = "ovi"
     decoder: str = "kandinsky22"
     encoder_model: str = DEFAULT_ENCODER_MODEL
+    encoder_family: str = DEFAULT_ENCODER_FAMILY  # the layout `encoder_model` is read in (a registered family)
     decoder_model: str = DEFAULT_DECODER_MODEL
     seed: int = 0
     constraints: list[str] = field(default_factory=list)  # "NAME[:WEIGHT]"
@@ -77,7 +104,6 @@ class GenSettings(OviSettings):
     def check(self) -> None:
         """Every number finite and in range (one-line `OviError`s), before anything loads."""
         from ovi_cli import checks
-        from ovi_cli.api import ConstraintSpec
 
         checks.check_int(self.tokens, "--tokens", minimum=1, maximum=checks.MAX_TOKENS)
         checks.check_int(self.steps, "--steps", minimum=1, maximum=checks.MAX_STEPS)

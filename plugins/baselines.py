@@ -42,14 +42,13 @@ class EclipsePrior(Prior):
         PluginOption("model", str, DEFAULT_ECLIPSE_MODEL, "hub id or folder of the ECLIPSE prior"),
     )
 
-    def __init__(self) -> None:
-        self._model: Any = None
-        self._key: tuple | None = None
+    _model: Any = None
+    _key: tuple | None = None
 
-    def required_models(self, options: dict[str, Any], settings: Any) -> list[ModelRef]:
-        return [ModelRef(options.get("model") or DEFAULT_ECLIPSE_MODEL, "ECLIPSE prior", "--option eclipse.model")]
+    def required_models(self) -> list[ModelRef]:
+        return [ModelRef(self.options.get("model") or DEFAULT_ECLIPSE_MODEL, "ECLIPSE prior", "--option eclipse.model")]
 
-    def load(self, source: str, encoders: Encoders) -> float:
+    def load_model(self, source: str, encoders: Encoders) -> float:
         """Load the module once per (source, device, dtype); returns the seconds spent loading."""
         from ovi_plugins.eclipse_net import load_eclipse_prior
 
@@ -66,8 +65,8 @@ class EclipsePrior(Prior):
 
         from ovi_plugins.eclipse_net import check_text_fits, seeded_normal
 
-        source = job.options.get("model") or DEFAULT_ECLIPSE_MODEL
-        load_s = self.load(source, job.encoders)
+        source = self.options.get("model") or DEFAULT_ECLIPSE_MODEL
+        load_s = self.load_model(source, job.encoders)
         model = self._model
         text = job.text
         check_text_fits(model, job.encoders, text.last_hidden_state.shape[-1], text.last_hidden_state.shape[1])
@@ -99,13 +98,12 @@ class KandinskyPrior(Prior):
         PluginOption("guidance", float, 4.0, "classifier-free guidance scale", minimum=0),
     )
 
-    def __init__(self) -> None:
-        self._pipe: Any = None
-        self._key: tuple | None = None
-        self.source: str | None = None
+    _pipe: Any = None
+    _key: tuple | None = None
+    source: str | None = None
 
-    def required_models(self, options: dict[str, Any], settings: Any) -> list[ModelRef]:
-        source = self.model_source(options.get("model"), getattr(settings, "encoder_model", ""))
+    def required_models(self) -> list[ModelRef]:
+        source = self.model_source(self.options.get("model"), getattr(self.settings, "encoder_model", ""))
         return [ModelRef(source, "Kandinsky prior", "--option kandinsky.model", KANDINSKY_PRIOR_SUBFOLDERS)]
 
     @staticmethod
@@ -118,7 +116,7 @@ class KandinskyPrior(Prior):
             return str(enc)
         return DEFAULT_KANDINSKY_PRIOR_MODEL
 
-    def load(self, source: str, encoders: Encoders) -> float:
+    def load_model(self, source: str, encoders: Encoders) -> float:
         key = (source, str(encoders.device), encoders.dtype, id(encoders))
         if self._pipe is not None and self._key == key:
             return 0.0
@@ -131,9 +129,9 @@ class KandinskyPrior(Prior):
     def embed(self, job: PriorJob) -> PriorOutput:
         import torch
 
-        source = self.model_source(job.options.get("model"), getattr(job.settings, "encoder_model", ""))
-        load_s = self.load(source, job.encoders)
-        steps, guidance = int(job.options["steps"]), float(job.options["guidance"])
+        source = self.model_source(self.options.get("model"), getattr(self.settings, "encoder_model", ""))
+        load_s = self.load_model(source, job.encoders)
+        steps, guidance = int(self.options["steps"]), float(self.options["guidance"])
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in job.seeds]
         with torch.no_grad():
             out = self._pipe(
@@ -153,13 +151,14 @@ def build_kandinsky_prior(source: str, encoders: Encoders) -> Any:
     encoder's own folder, or holds no `text_encoder/`; otherwise the prior repo's own text tower
     and tokenizer are loaded (the prior was trained on them).
     """
-    import torch
     from diffusers import KandinskyV22PriorPipeline, PriorTransformer, UnCLIPScheduler
+
+    from ovi_cli import devices
 
     root = resolve_model_dir(source, what="Kandinsky prior", flag="--option kandinsky.model",
                              subfolders=KANDINSKY_PRIOR_SUBFOLDERS)
     device = encoders.device
-    weight_dtype = encoders.dtype if device.type != "cpu" else torch.float32
+    weight_dtype = devices.weight_dtype(device, encoders.dtype)
     text_encoder, tokenizer = encoders.text_encoder, encoders.tokenizer
     try:
         with warnings.catch_warnings():

@@ -77,8 +77,8 @@ class MahalanobisConstraint(Constraint):
     needs_stats = True
     description = "(e - mu)^T P (e - mu): stay in the bulk of the image-embedding distribution"
 
-    def __init__(self, weight: float, context: ConstraintContext) -> None:
-        super().__init__(weight, context)
+    def __init__(self, context: ConstraintContext) -> None:
+        super().__init__(context)
         store = require_store(context, self.name)
         dtype = work_dtype(context.device)
         self.mean = _as_tensor(store.mean, context.device, dtype)
@@ -159,10 +159,10 @@ class NearestNeighborConstraint(Constraint):
                      choices=SEARCH_MODES),
     )
 
-    def __init__(self, weight: float, context: ConstraintContext) -> None:
+    def __init__(self, context: ConstraintContext) -> None:
         import torch
 
-        super().__init__(weight, context)
+        super().__init__(context)
         self.store = require_store(context, self.name)
         opts = context.options or {}
         self.k = _positive_int(opts.get("k", 1), "--option nn.k")

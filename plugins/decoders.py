@@ -29,14 +29,13 @@ class Kandinsky22Decoder(Decoder):
         return [ModelRef(self.settings.decoder_model, "decoder", "--decoder-model", DECODER_SUBFOLDERS)]
 
     def load(self) -> None:
-        import torch
         from diffusers import KandinskyV22Pipeline
 
         source = self.settings.decoder_model
         root = resolve_model_dir(
             source, what="decoder", flag="--decoder-model", subfolders=DECODER_SUBFOLDERS
         )
-        weight_dtype = self.dtype if self.device.type != "cpu" else torch.float32
+        weight_dtype = self.context.weight_dtype
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ovi_cli import devices
 from ovi_cli.encoders import Encoders
 from ovi_cli.errors import OviError, first_line
 from ovi_cli.hub import resolve_model_dir
@@ -264,8 +265,7 @@ def load_eclipse_prior(source: str, device: torch.device, dtype: torch.dtype) ->
     except (OSError, RuntimeError, ValueError) as exc:
         reason = first_line(exc, with_type=False)
         raise OviError(f"cannot load ECLIPSE prior weights from {source!r}: {reason}") from exc
-    weight_dtype = dtype if device.type != "cpu" else torch.float32
-    return model.to(device, weight_dtype).eval().requires_grad_(False)
+    return model.to(device, devices.weight_dtype(device, dtype)).eval().requires_grad_(False)
 
 
 def check_text_fits(model: EclipsePriorTransformer, encoders: Encoders, hidden: int, length: int) -> None:

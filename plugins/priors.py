@@ -21,7 +21,7 @@ class OviPrior(Prior):
         from ovi_cli.engine import optimize
         from ovi_cli.pseudo_tokens import ovi_forward
 
-        s = job.settings  # a GenSettings: it is an OviSettings, passed to the engine as it is
+        s = self.settings  # a GenSettings: it is an OviSettings, passed to the engine as it is
         enc = job.encoders
         # the one dtype policy; OVI's loop may use bf16 on a CPU where that was measured faster,
         # through a copy of the vision tower with bf16 Linear weights (the same numbers, cast once)
@@ -36,7 +36,7 @@ class OviPrior(Prior):
             device=enc.device,
             dtype=dtype,
             on_progress=job.on_progress,
-            on_warning=lambda message: self._warn_once(job, message),
+            on_warning=self._warn_once,
         )
         final_embeds = result.image_embeds
         reports = [c.report(final_embeds) for c in job.constraints]
@@ -58,12 +58,12 @@ class OviPrior(Prior):
             })
         return PriorOutput(final_embeds, records)
 
-    def _warn_once(self, job: PriorJob, message: str) -> None:
+    def _warn_once(self, message: str) -> None:
         """One warning per distinct message (e.g. a --compile fallback), not one per batch."""
         warned = self.__dict__.setdefault("_warned", set())
         if message not in warned:
             warned.add(message)
-            job.warn(message)
+            self.context.warn(message)
 
 
 class TextEmbPrior(Prior):

@@ -42,7 +42,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from ovi_cli.checks import MAX_BATCH, check_float, check_int
+from ovi_cli.checks import MAX_BATCH, check_float, check_int, check_worker_file_limit, read_input_bytes
 from ovi_cli.errors import OviError, first_line
 from ovi_cli.outputs import (
     TEMP_SUFFIX,
@@ -79,20 +79,6 @@ F16_MAX = 65504.0  # embeddings are stored as float16
 
 
 # ---- pure helpers ----------------------------------------------------------------------------
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """`"I/N"` (1-based, 1 <= I <= N) -> (I, N); None -> None."""
-    if text is None:
-        return None
-    try:
-        i_text, n_text = text.split("/")
-        i, n = int(i_text), int(n_text)
-    except ValueError:
-        raise OviError(f"--shard must look like I/N (e.g. 1/4), got {text!r}") from None
-    if n < 1 or not 1 <= i <= n:
-        raise OviError(f"--shard {text}: need 1 <= I <= N")
-    return i, n
-
-
 def shard_slice(count: int, shard: tuple[int, int] | None) -> slice:
     """The contiguous block of positions that shard I of N takes (blocks differ in size by <= 1)."""
     if shard is None:
@@ -500,6 +486,8 @@ def _open_raw(run: _Run) -> tuple[IO[bytes], IO[bytes]]:
 def _loader(run: _Run, encoders, workers: int | None):
     decoder = _StreamDecoder(run.source, run, encoders.image_processor, getattr(encoders, "image_size", None))
     n_workers = default_workers() if workers is None else int(workers)
+    side = getattr(encoders, "image_size", None) or 224
+    check_worker_file_limit(n_workers, min(run.batch_size, len(run.files)) * 3 * side * side * 4)  # float32 pixels
     return torch.utils.data.DataLoader(
         decoder, batch_size=None, shuffle=False, num_workers=n_workers, collate_fn=_identity,
         prefetch_factor=4 if n_workers else None,
@@ -748,7 +736,7 @@ def _embedding_sources(paths: Sequence[Path]) -> list[tuple[Path, int, int, Call
 def read_file_list(path: Path) -> list[str]:
     """Names for the embedding rows: a .json list, or a text file with one name per line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_input_bytes(path, "file list").decode("utf-8")  # a regular file, bounded (not a FIFO)
     except (OSError, UnicodeDecodeError) as exc:
         raise OviError(f"cannot read file list {str(path)!r}: {exc.__class__.__name__}") from exc
     if path.suffix.lower() == ".json":

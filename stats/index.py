@@ -4,7 +4,7 @@ Kinds (`--index`): `flat` (exact), `hnsw` (graph over the full vectors), `ivf` (
 `ivfpq` (IVF with product-quantised codes), `opq` (OPQ rotation + IVF-PQ: the compressed index
 LAION-scale stores need), and `auto`, which picks by count and memory budget (`choose_kind`).
 
-`auto`'s rules, in order (constants below; `ovi build-stats --help` prints them from here):
+`auto`'s rules, in order (constants below; `ovi build-stats --help` reads them from this file's source):
 
 1. exact `flat` up to `FLAT_MAX` vectors when its `4 N D` bytes fit the budget (ovi's rule: the
    NN constraint prefers exact neighbours where they are cheap, benchmarks/nn_search.py);
@@ -153,14 +153,6 @@ def resolve_kind(kind: str, count: int, dim: int = 1280, memory: int = DEFAULT_M
         raise ValueError(f"--index {kind} needs at least {QUANTIZATION_MIN} embeddings to train its codebooks "
                          f"(this store has {count}); use flat, hnsw or ivf")
     return kind
-
-
-def auto_rules_text() -> str:
-    """The `auto` rules with the real thresholds (for `--help` and the docs)."""
-    return (f"auto: flat up to {FLAT_MAX:,} vectors if 4*N*D bytes fit --index-memory; hnsw below "
-            f"{QUANTIZATION_MIN:,} or when M=floor((memory/(4N)-D)/2) >= {HNSW_M_MIN}; ivf below "
-            f"{IVF_FLAT_MAX:,} if it fits; else opq with the largest PQ code in {'/'.join(map(str, PQ_CHOICES))} "
-            f"bytes that fits (autofaiss's rules).")
 
 
 # ---- building ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ rank stores. The process group itself is the caller's (this module never imports
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,19 @@ def ranks_dir(final: str | os.PathLike) -> Path:
 
 def rank_store_path(final: str | os.PathLike, sub: tuple[int, int]) -> Path:
     return ranks_dir(final) / f"shard-{sub[0]:05d}-of-{sub[1]:05d}"
+
+
+def discard_rank_stores(final: str | os.PathLike) -> bool:
+    """Remove `.NAME.ranks/` beside `final` once a store is complete there (e.g. a single-process
+    `--resume` finished what a killed torchrun build began): its rank stores are obsolete. Only a
+    folder holding nothing but rank stores, their checkpoints and locks is removed. True if removed."""
+    path = ranks_dir(final)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    if not all(re.fullmatch(r"\.?shard-\d+-of-\d+(\..+)?", e.name) for e in os.scandir(path)):
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return not path.exists()
 
 
 def check_rank_store(final: str | os.PathLike, sub: tuple[int, int], *, resume: bool, force: bool) -> None:

@@ -23,9 +23,11 @@ writers hold the store's lock (`ovi_stats.lock`). Opening a store validates it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,6 +52,7 @@ from ovi_stats.validate import (
     MOMENTS,
     ROW_META,
     ROW_OFFSETS,
+    STORE_FILES,
     BadStore,
     check_not_overlapping,
     check_replaceable,
@@ -100,14 +103,28 @@ def named_store_path(name: str) -> Path:
 
 
 # ---- the store -------------------------------------------------------------------------------
+def _check_regular_files(path: Path) -> None:
+    """Each store file that is there is a regular file: a FIFO would block the read forever, a link
+    to /dev/zero would fill memory (`BadStore`, one line)."""
+    for name in STORE_FILES:
+        try:
+            mode = os.stat(path / name).st_mode
+        except OSError:
+            continue  # absent (or unreadable): the validation says which
+        if not stat.S_ISREG(mode):
+            raise BadStore(path, f"{name} is not a regular file (a folder, pipe or device)")
+
+
 class StatsStore:
     """A statistics store on disk, validated when opened (`ovi_stats.validate`); the embeddings
     and the index load on first use."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        _check_regular_files(self.path)
         try:
-            self.meta: dict[str, Any] = json.loads((self.path / META).read_text(encoding="utf-8"))
+            meta_bytes = (self.path / META).read_bytes()
+            self.meta: dict[str, Any] = json.loads(meta_bytes.decode("utf-8"))
         except FileNotFoundError:
             raise BadStore(self.path, f"{META} is missing") from None
         except (OSError, ValueError) as exc:
@@ -123,6 +140,7 @@ class StatsStore:
         self._moments: dict[str, torch.Tensor] | None = read_moments(self.path, count, dim)
         self._embeddings: np.ndarray | None = None
         self._index = None
+        self._opened_as = self._content_fingerprint(meta_bytes)
 
     def __repr__(self) -> str:
         return f"StatsStore({str(self.path)!r}, count={self.count}, dim={self.dim})"
@@ -151,6 +169,36 @@ class StatsStore:
     @property
     def skipped(self) -> list[dict]:
         return list(self.meta.get("skipped") or [])
+
+    # what is on disk
+    def _content_fingerprint(self, meta_bytes: bytes | None = None) -> str:
+        _check_regular_files(self.path)
+        h = hashlib.sha256()
+        try:
+            h.update(meta_bytes if meta_bytes is not None else (self.path / META).read_bytes())
+            h.update((self.path / MOMENTS).read_bytes())
+            for name in (EMBEDDINGS, FILES, INDEX):
+                h.update(f"{name}:{(self.path / name).stat().st_size};".encode())
+        except OSError as exc:
+            raise BadStore(self.path, f"cannot read it ({exc.strerror or exc.__class__.__name__})") from None
+        return h.hexdigest()[:16]
+
+    def content_fingerprint(self) -> str:
+        """A fingerprint of the store's content as it is on disk now: a hash of `meta.json` (which
+        holds the build's time) and `moments.safetensors` and the sizes of the other files. Cheap (the
+        small files only); equal for a copy, different after any rebuild (`build-stats --force`, a
+        merge into the same path). Record it with a run and compare on resume (`check_unchanged`)."""
+        return self._content_fingerprint()
+
+    def check_unchanged(self, recorded: str | None = None) -> None:
+        """Refuse (one line) a store whose content changed since `recorded` (default: since it was
+        opened), e.g. rebuilt in place between a run and its resume."""
+        expected = recorded or self._opened_as
+        now = self.content_fingerprint()
+        if now != expected:
+            raise OviError(f"statistics store {self.name!r} ({str(self.path)!r}) changed on disk "
+                           f"(content {expected} -> {now}), e.g. rebuilt with --force; results made with "
+                           "the old one would be mixed with the new: start afresh or restore the store")
 
     # moments
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -188,6 +236,7 @@ class StatsStore:
     def embeddings(self) -> np.ndarray:
         """[count, D] float16, memory-mapped (read-only)."""
         if self._embeddings is None:
+            self.check_unchanged()  # replaced since opened: its moments and its rows would not agree
             try:
                 self._embeddings = np.load(self.path / EMBEDDINGS, mmap_mode="r")
             except Exception as exc:  # noqa: BLE001 - changed on disk since it was opened
@@ -213,6 +262,7 @@ class StatsStore:
     @property
     def index(self):
         if self._index is None:
+            self.check_unchanged()
             try:
                 self._index = nn_index.read_index(str(self.path / INDEX), self.index_params)
             except (RuntimeError, MemoryError) as exc:
@@ -256,6 +306,7 @@ class StatsStore:
             "path": str(self.path), "name": self.name, "count": self.count, "dim": self.dim,
             "encoder": {"source": self.encoder.get("source"), "fingerprint": self.fingerprint},
             "index": self.index_params.get("type"), "format_version": self.meta.get("format_version"),
+            "content": self._opened_as,
         }
 
     def index_bytes(self) -> int:
@@ -641,6 +692,7 @@ def merge_stores(stores: Sequence[StatsStore], out: str | os.PathLike, *, index:
                 f"{s.fingerprint}, dim {s.dim}) with {first.name!r} (encoder {first.encoder.get('source')!r}, "
                 f"fingerprint {first.fingerprint}, dim {first.dim})"
             )
+    check_distinct(stores)
     final = Path(out).expanduser().absolute()
     if any(final.resolve() == s.path.resolve() for s in stores):
         raise OviError("--out must differ from the stores being merged")
@@ -649,8 +701,8 @@ def merge_stores(stores: Sequence[StatsStore], out: str | os.PathLike, *, index:
         return _merge_into(stores, final, index, index_memory)
 
 
-def _merge_into(stores: Sequence[StatsStore], final: Path, index: str, index_memory: int) -> StatsStore:
-    first = stores[0]
+def _rebase(stores: Sequence[StatsStore]) -> tuple[str | None, Callable[[str, StatsStore], str]]:
+    """(the stores' common source_dir or None, name -> the name as the merged store holds it)."""
     sources = {s.meta.get("source_dir") for s in stores}
     common = sources.pop() if len(sources) == 1 else None
 
@@ -659,6 +711,38 @@ def _merge_into(stores: Sequence[StatsStore], final: Path, index: str, index_mem
         if common is not None or not src or os.path.isabs(name):
             return name
         return str(Path(src) / name)
+
+    return common, rebase
+
+
+def check_distinct(stores: Sequence[StatsStore]) -> None:
+    """Refuse to merge a store with itself (the same folder twice, through a symlink, a copy of it)
+    or stores that share an image: the merged moments would count those images twice."""
+    for i, a in enumerate(stores):
+        for b in stores[:i]:
+            if os.path.realpath(a.path) == os.path.realpath(b.path):
+                raise OviError(f"store {str(a.path)!r} is given twice (it is {str(b.path)!r}): "
+                               "each image would be counted twice")
+            if a.content_fingerprint() == b.content_fingerprint():
+                raise OviError(f"stores {str(b.path)!r} and {str(a.path)!r} hold the same content (a copy): "
+                               "each image would be counted twice")
+    _, rebase = _rebase(stores)
+    owner: dict[str, StatsStore] = {}
+    for s in stores:
+        located = bool(s.meta.get("source_dir"))
+        for name in s.files:
+            if not (located or os.path.isabs(name)):
+                continue  # rows of an embedding dump ("emb.npy#3"): names, not places
+            key = rebase(name, s)
+            other = owner.setdefault(key, s)
+            if other is not s:
+                raise OviError(f"stores {str(other.path)!r} and {str(s.path)!r} both hold image {key!r}: "
+                               "merging would count it twice (merge disjoint shards)")
+
+
+def _merge_into(stores: Sequence[StatsStore], final: Path, index: str, index_memory: int) -> StatsStore:
+    first = stores[0]
+    common, rebase = _rebase(stores)
 
     moments = Moments.empty(first.dim)
     files: list[str] = []

@@ -117,8 +117,8 @@ def make(name: str, store, encoders, weight: float | None = None, **options):
 
     cls = get_registry().get("constraint", name)
     ctx = ConstraintContext(encoders=encoders, device=torch.device("cpu"), dtype=torch.float32,
-                            store=store, options=options)
-    return cls(cls.default_weight if weight is None else weight, ctx)
+                            store=store, options=options, weight=weight)
+    return cls(ctx)
 
 
 def test_builtin_constraints_are_registered_with_paper_defaults():

@@ -88,8 +88,8 @@ def _nn(store, encoders, device="cpu", **options):
     from ovi_plugins.constraints import NearestNeighborConstraint
 
     ctx = ConstraintContext(encoders=encoders, device=torch.device(device), dtype=torch.float32, store=store,
-                            options={"k": 3, **options})
-    return NearestNeighborConstraint(0.5, ctx)
+                            options={"k": 3, **options}, weight=0.5)
+    return NearestNeighborConstraint(ctx)
 
 
 def test_constraint_terms_and_neighbours_equal_on_both_paths(rand_store, encoders):

@@ -99,4 +99,5 @@ def test_model_preset_applies_to_compare_and_build_stats(run_cli, tmp_path):
 
 def test_unknown_model_preset_lists_the_known_ones(run_cli, tmp_path):
     res = run_cli("gen", "x", "--model", "nope", "--out", tmp_path / "x.png")
-    assert res.code == 2 and res.stderr == "ovi: error: unknown model 'nope'; available: toy (see `ovi plugins`)\n"
+    assert res.code == 2 and res.stderr == ("ovi: error: unknown model 'nope'; available: sd21-unclip, "
+                                            "sdxl-ip-adapter, toy (see `ovi plugins`)\n")

@@ -161,7 +161,7 @@ class _Numpy(Constraint):
 class _InitFails(Constraint):
     name = "initfails"
 
-    def __init__(self, weight, context):
+    def __init__(self, context):
         raise RuntimeError("cannot find my data file")
 
     def term(self, embeds, step, rows):
@@ -171,7 +171,7 @@ class _InitFails(Constraint):
 class _InitExits(_InitFails):
     name = "initexits"
 
-    def __init__(self, weight, context):
+    def __init__(self, context):
         sys.exit(3)
 
 

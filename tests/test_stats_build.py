@@ -11,11 +11,11 @@ from PIL import Image
 from safetensors.numpy import save_file as save_np
 from safetensors.torch import load_file
 
+from ovi_cli.distributed import parse_shard
 from ovi_cli.errors import OviError
 from ovi_stats.build import (
     build_from_embeddings,
     build_stats,
-    parse_shard,
     select_files,
     shard_slice,
     work_dir_for,

@@ -286,7 +286,8 @@ def test_compressed_index_reranks_exactly_and_reports_recall(tmp_path, kind, run
     store = write_store(tmp_path / kind, x, [f"r{i}" for i in range(len(x))],
                         encoder={"source": "e", "fingerprint": "f"}, index=kind, index_memory=200_000)
     p = store.index_params
-    assert p["type"] == kind and p["pq"] == 8 and p["nlist"] == 307  # 16-byte codes need 288 kB > 200 kB; 12000 / 39 lists
+    # 16-byte codes need 288 kB > 200 kB; 12000 / 39 lists
+    assert p["type"] == kind and p["pq"] == 8 and p["nlist"] == 307
     assert store.compressed
     q = _clustered(20, 32, seed=9)
     cos, ids = store.search(q, 5)

@@ -201,6 +201,7 @@ def compute_group(pipe: Any, run: Path, group: Group, missing: set[int]) -> Iter
     """One group: its OVI batch, then each decoder batch that holds a missing image; yields each
     missing image once its file has landed (atomically)."""
     from ovi_cli.pipeline import EmbedBatch
+    from ovi_cli.png_recipe import write_png
 
     batch = pipe.embed([p for p, _ in group.ovi_rows], [s for _, s in group.ovi_rows])
     prior_each = batch.timings.get("prior_s", 0.0) / len(group.units)  # each image's share of the OVI batch
@@ -220,6 +221,8 @@ def compute_group(pipe: Any, run: Path, group: Group, missing: set[int]) -> Iter
                 continue
             path = layout.sample_path(run, group.category, unit.prompt, unit.index)
             with atomic_outputs() as staging:
-                staging.write_with(path, lambda p, im=image: im.save(p, format="PNG"))
+                # the recipe inside the PNG, as `ovi gen` writes it; the decoder's seed is the image's own
+                staging.write_with(path, lambda p, im=image, sc=sidecars[row], u=unit: write_png(
+                    p, im, sc, decoder_seed=u.seed))
             seconds = {"prior": prior_each, "decode": decode_each}
             yield Written(unit, path, image_record(sidecars[row], unit, seconds))

@@ -36,6 +36,7 @@ from ovi_cli.bench.layout import (
 )
 from ovi_cli.errors import OviError
 from ovi_cli.outputs import atomic_outputs, atomic_write_json
+from ovi_cli.reporter import WarnReporter
 
 SCORES_DIR = "scores"  # RUN/<category>/scores/<scorer>.jsonl
 SCORES_FORMAT = "ovi-bench-scores/1"
@@ -356,8 +357,8 @@ def build_scorers(names: Iterable[str], classes: Mapping[str, type], request: Sc
     for name in names:
         cls = classes[name]
         opts = resolve_options(cls, name, request.options.get(name))
-        ctx = ScorerContext(device=device, options=opts, batch_size=request.batch_size, nlp=request.nlp,
-                            encoder_model=request.encoder_model, warn=warn)
+        ctx = ScorerContext(name=name, device=device, options=opts, reporter=WarnReporter(warn),
+                            batch_size=request.batch_size, nlp=request.nlp, encoder_model=request.encoder_model)
         out[name] = cls(ctx)
     return out
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ovi_cli.api import Benchmark
 from ovi_cli.bench.layout import check_prompt
+from ovi_cli.checks import STDIN
 from ovi_cli.errors import OviError
 from ovi_cli.plugins import Registry, get_registry
 from ovi_cli.prompts import read_prompt_file
@@ -65,7 +66,8 @@ def parse_categories(text: str | None, known: Sequence[str], benchmark: str) -> 
 
 
 def parse_prompt_files(items: Sequence[str] | None, known: Sequence[str], benchmark: str) -> dict[str, Path]:
-    """`--prompt-file CATEGORY=FILE` items -> {category: file}; the file must exist."""
+    """`--prompt-file CATEGORY=FILE` items -> {category: file}; the file must exist (`-`: standard input,
+    for one category)."""
     out: dict[str, Path] = {}
     for item in items or []:
         category, sep, path = item.partition("=")
@@ -78,7 +80,10 @@ def parse_prompt_files(items: Sequence[str] | None, known: Sequence[str], benchm
         if category in out:
             raise OviError(f"--prompt-file names category {category!r} twice")
         file = Path(path.strip()).expanduser()
-        if not file.is_file():
+        if str(file) == STDIN:
+            if any(str(f) == STDIN for f in out.values()):
+                raise OviError("--prompt-file: only one category can read standard input (-)")
+        elif not file.is_file():
             raise OviError(f"--prompt-file {item!r}: {str(file)!r} is not a file")
         out[category] = file
     return out
@@ -97,7 +102,8 @@ def load_suite(
     for cat in categories:
         file = (prompt_files or {}).get(cat)
         if file is not None:
-            prompts, source = read_prompt_file(file), str(file.absolute())
+            prompts = read_prompt_file(file)
+            source = "<standard input>" if str(file) == STDIN else str(file.absolute())
         else:
             prompts, source = [p.strip() for p in benchmark.prompts(cat)], benchmark.source(cat)
         if not prompts:

@@ -215,11 +215,17 @@ def to_markdown(table: Table) -> str:
 
 def render_plot(path: Path | str, table: Table, title: str = "") -> None:
     """Grouped bars: one group per column, one bar per row (published rows hatched)."""
+    plot_figure(table, title).savefig(path, format="png")
+
+
+def plot_figure(table: Table, title: str = ""):
+    """The figure of `render_plot`; the legend sits outside the axes, right of them, so it never
+    hides a bar (it covered the `real` bar of `ovi eval toy`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     n_cols, n_rows = len(table.columns), max(1, len(table.rows))
-    fig = Figure(figsize=(max(6.0, 1.1 * n_cols * max(1, n_rows) ** 0.5 + 2), 4.5), dpi=100, layout="constrained")
+    fig = Figure(figsize=(max(8.0, 1.1 * n_cols * max(1, n_rows) ** 0.5 + 4), 4.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     width = 0.8 / n_rows
@@ -234,10 +240,10 @@ def render_plot(path: Path | str, table: Table, title: str = "") -> None:
     ax.set_xticks(range(n_cols), [column_label(c, table, "\n") for c in table.columns], fontsize="small")
     ax.set_ylabel("score (mean over images)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     if title:
         ax.set_title(title, fontsize="medium")
-    fig.savefig(path, format="png")
+    return fig
 
 
 def write_plot(path: Path, table: Table, title: str = "") -> None:

@@ -119,8 +119,7 @@ def generate(
     # ---- every input, before any model loads ----
     from ovi_cli.checks import check_output_folder
     from ovi_cli.commands.common import settings_from_params
-    from ovi_cli.distributed import launch_from_env, work_share
-    from ovi_stats.build import parse_shard
+    from ovi_cli.distributed import launch_from_env, parse_shard, work_share
 
     launch = launch_from_env()
     share = work_share(parse_shard(shard), launch)

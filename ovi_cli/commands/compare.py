@@ -44,6 +44,17 @@ def render_table(rows: list[dict[str, Any]], labels: list[str], title: str, with
     return table
 
 
+def _preset_priors(ctx: typer.Context, model: str | None, priors: str) -> str:
+    """--priors as given, else the --model preset's `compare_priors` (e.g. the toy world's, which work
+    offline), else compare's defaults."""
+    source = ctx.get_parameter_source("priors")
+    if model is None or (source is not None and source.name != "DEFAULT"):
+        return priors
+    from ovi_cli.plugins import get_registry
+
+    return getattr(get_registry().get("model", model), "compare_priors", None) or priors
+
+
 def compare(
     ctx: typer.Context,
     prompt: Annotated[str | None, typer.Argument(help="The text to compare the priors on (in quotes).")] = None,
@@ -54,7 +65,8 @@ def compare(
     priors: Annotated[str, typer.Option(
         rich_help_panel=options.MODELS,
         help="Comma-separated priors, in grid order: textemb, ovi, ovi+CONSTRAINT[:WEIGHT] "
-        "(e.g. ovi+mahalanobis, ovi+nn:0.5), eclipse, kandinsky, or any registered prior.")]
+        "(e.g. ovi+mahalanobis, ovi+nn:0.5), eclipse, kandinsky, or any registered prior. "
+        "Default with --model: the preset's own list, when it has one (the toy world's works offline).")]
         = "textemb,ovi,eclipse,kandinsky",
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", rich_help_panel=options.OUTPUT,
@@ -114,12 +126,12 @@ def compare(
 
     from ovi_cli.checks import check_output_folder, check_seed
     from ovi_cli.compare import Comparison, parse_priors
-    from ovi_cli.console import RichReporter, make_progress
+    from ovi_cli.console import RichReporter, make_progress, print_table
     from ovi_cli.outputs import slugify
     from ovi_cli.prompts import prompts_from
 
     prompts = prompts_from(prompt, prompts_file)
-    choices = parse_priors(priors)
+    choices = parse_priors(_preset_priors(ctx, model, priors))
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path("outputs") / (f"compare-{stamp}-{slugify(prompts[0])}" if prompts_file is None
@@ -152,7 +164,8 @@ def compare(
         if json_out:
             typer.echo(json.dumps(cmp.table_json(result)))
         elif not quiet:
-            progress.console.print(render_table(result.rows, result.labels, result.prompt, cmp.store is not None))
+            print_table(render_table(result.rows, result.labels, result.prompt, cmp.store is not None),
+                        progress.console)
             progress.console.print(f"-> {', '.join(result.files.values())}", highlight=False)
 
     with progress:
@@ -161,8 +174,8 @@ def compare(
         typer.echo(json.dumps({"summary": run.summary, "files": run.files}))
     elif not quiet:
         if len(prompts) > 1:
-            console.print(render_table(run.summary, cmp.labels, f"means over {len(prompts)} prompts",
-                                       cmp.store is not None))
+            print_table(render_table(run.summary, cmp.labels, f"means over {len(prompts)} prompts",
+                                     cmp.store is not None), console)
         console.print(f"summary -> {run.files['summary_csv']}, {run.files['summary_json']}", highlight=False)
         if not cmp.produces_images:
             console.print("decoder 'embeds': no images, no grid", highlight=False)

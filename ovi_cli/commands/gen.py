@@ -122,6 +122,7 @@ def gen(
     prior: options.Prior = GenSettings.prior,
     decoder: options.Decoder = GenSettings.decoder,
     encoder_model: options.EncoderModel = GenSettings.encoder_model,
+    encoder_family: options.EncoderFamily = GenSettings.encoder_family,
     decoder_model: options.DecoderModel = GenSettings.decoder_model,
     tokens: options.Tokens = GenSettings.tokens,
     steps: options.Steps = GenSettings.steps,
@@ -167,6 +168,10 @@ def gen(
     json_out: Annotated[bool, typer.Option(
         "--json", rich_help_panel=options.OUTPUT, help="Print the sidecar JSON to stdout (one line per prompt).")]
         = False,
+    recipe: Annotated[Path | None, typer.Option(
+        "--from", rich_help_panel=options.OUTPUT, show_default=False,
+        help="Make an image again from its recipe: a PNG ovi wrote (its `ovi` chunk) or its .json sidecar. "
+        "Flags given beside it change the recipe (--seed 7, -c nn:0.3).")] = None,
 ) -> None:
     """Generate an image from a prompt: OVI (or another prior) + the Kandinsky 2.2 decoder.
 
@@ -176,16 +181,23 @@ def gen(
 
     from ovi_cli.commands.common import settings_from_params, warn_about_prompts
     from ovi_cli.console import RichReporter, make_progress
-    from ovi_cli.distributed import cuda_device_count, device_for, launch_from_env, work_share
+    from ovi_cli.distributed import cuda_device_count, device_for, launch_from_env, parse_shard, work_share
     from ovi_cli.pipeline import OviPipeline
-    from ovi_stats.build import parse_shard
 
     launch = launch_from_env()
     shard_t = parse_shard(shard)
+    settings = settings_from_params(ctx)
+    if recipe is not None:  # --from: the recipe's prompt and settings, the flags given on top
+        from ovi_cli.commands.common import explicit_params
+        from ovi_cli.png_recipe import settings_from_recipe
+
+        if prompt is not None or prompts_file is not None:
+            raise OviError("--from makes one image again from its recipe: give no PROMPT and no --prompts")
+        prompt, settings = settings_from_recipe(recipe, settings, explicit_params(ctx))
+        seed = settings.seed
     prompts, seeds, paths = plan_outputs(prompt, prompts_file, out, seed)
     if prompts_file is None and (shard_t or launch.distributed):
         raise OviError("--shard and torchrun split a prompt file: give --prompts FILE")
-    settings = settings_from_params(ctx)
     check_gen_run(settings, paths, seeds, batch)  # every number and output file, before any model loads
     groups = batch_groups(len(prompts), batch, work_share(shard_t, launch))
     todo = [i for g in groups for i in g]

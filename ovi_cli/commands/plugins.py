@@ -19,6 +19,7 @@ def plugins_cmd(
     from rich.console import Console
     from rich.table import Table
 
+    from ovi_cli.console import print_table
     from ovi_cli.plugins import KINDS, get_registry
 
     reg = get_registry()
@@ -40,7 +41,7 @@ def plugins_cmd(
     for r in rows:
         table.add_row(r["name"], r["kind"], r["package"], r["version"], r["description"])
     console = Console()
-    console.print(table)
+    print_table(table, console)
     if show_options:
         opt_table = Table(title="plugin options (--option PLUGIN.KEY=VALUE)")
         for col in ("option", "type", "default", "help"):
@@ -48,7 +49,7 @@ def plugins_cmd(
         for r in rows:
             for o in r["options"]:
                 opt_table.add_row(f"{r['name']}.{o['key']}", o["type"], str(o["default"]), o["help"])
-        console.print(opt_table)
+        print_table(opt_table, console)
     for f in reg.failures:
         console.print(f"[red]failed to load[/red] plugin {f.plugin!r} from {f.package} "
                       f"{f.version}: {f.error}", highlight=False)

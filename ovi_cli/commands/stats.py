@@ -12,18 +12,52 @@ from typing import Annotated
 import typer
 
 from ovi_cli import options
-from ovi_cli.errors import OviError, printable
+from ovi_cli.errors import OviError, first_line, printable
 from ovi_cli.settings import DEFAULT_ENCODER_MODEL
 
+
+def code_constant(module: str, name: str) -> object:
+    """The literal value of `name = ...` at the top of `module`'s source, read without importing it
+    (`ovi --help` must not import numpy or torch), so help texts state the numbers the code uses.
+    None when the module or the assignment is not found."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))  # type: ignore[union-attr, arg-type]
+    except (ImportError, AttributeError, TypeError, OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, ast.AnnAssign) and node.value is not None else []
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            try:
+                return ast.literal_eval(node.value)  # type: ignore[union-attr, arg-type]
+            except ValueError:
+                return None
+    return None
+
+
+def _count(n: object) -> str:
+    return f"{n:,}" if isinstance(n, int) else "?"
+
+
+FLAT_MAX = code_constant("ovi_stats.index", "FLAT_MAX")
+DEFAULT_BATCH_SIZE = code_constant("ovi_stats.build", "DEFAULT_BATCH_SIZE")
 INDEX_HELP = ("Nearest-neighbour index: auto, flat (exact), hnsw, ivf, ivfpq or opq (compressed: candidates "
               "re-ranked exactly).")
 
 
-def _index_help() -> str:
-    """The real `auto` thresholds, read from `ovi_stats.index` (light: no faiss import)."""
-    from ovi_stats.index import auto_rules_text
-
-    return INDEX_HELP + " " + auto_rules_text()
+def _auto_rules() -> str:
+    """`auto`'s rules with the thresholds `ovi_stats.index` uses (read from its source, not imported)."""
+    c = {k: code_constant("ovi_stats.index", k) for k in ("FLAT_MAX", "QUANTIZATION_MIN", "HNSW_M_MIN",
+                                                           "IVF_FLAT_MAX", "PQ_CHOICES")}
+    pq = "/".join(map(str, c["PQ_CHOICES"])) if isinstance(c["PQ_CHOICES"], tuple) else "?"
+    return (f"auto: flat up to {_count(c['FLAT_MAX'])} vectors if 4*N*D bytes fit --index-memory; hnsw below "
+            f"{_count(c['QUANTIZATION_MIN'])} or when M=floor((memory/(4N)-D)/2) >= {c['HNSW_M_MIN']}; ivf below "
+            f"{_count(c['IVF_FLAT_MAX'])} if it fits; else opq with the largest PQ code in {pq} bytes that fits "
+            "(autofaiss's rules).")
 
 
 def _out_path(out: Path | None, name: str | None, default_name: str) -> Path:
@@ -91,7 +125,7 @@ def build_stats(
         "--source", help="Read SOURCE with this image source (see `ovi plugins`; default: the one that "
         "claims it: clip-retrieval, webdataset, folder, ...).", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option(
-        help="Images encoded per batch (default 64; with --resume: the interrupted build's).",
+        help=f"Images encoded per batch (default {DEFAULT_BATCH_SIZE}; with --resume: the interrupted build's).",
         show_default=False)] = None,
     limit: Annotated[int | None, typer.Option(
         help="Use only the first N image files (sorted paths), or the first N samples of shards.")] = None,
@@ -99,7 +133,8 @@ def build_stats(
         help="Decoding/preprocessing worker processes (0 = in the main process; default: CPUs - 1, "
         "at most 8).")] = None,
     index: Annotated[str | None, typer.Option(
-        help=_index_help() + " Default auto (with --resume: the interrupted build's).", show_default=False)] = None,
+        help=INDEX_HELP + " " + _auto_rules() + " Default auto (with --resume: the interrupted build's).",
+        show_default=False)] = None,
     index_memory: Annotated[str | None, typer.Option(
         "--index-memory", help="Memory budget of the index (e.g. 4GB, 512MB; binary units): what `auto` "
         "and the PQ code size fit (default 4GB).", show_default=False)] = None,
@@ -133,7 +168,8 @@ def build_stats(
     from ovi_cli.commands.common import settings_from_flags
     from ovi_stats import build
 
-    encoder_model = settings_from_flags(ctx, model, encoder_model=encoder_model).encoder_model
+    chosen = settings_from_flags(ctx, model, encoder_model=encoder_model)
+    encoder_model, family = chosen.encoder_model, chosen.encoder_family  # a preset may name another CLIP space
     if index is not None:
         _check_index(index)
     memory = _index_memory(index_memory)
@@ -146,11 +182,12 @@ def build_stats(
             if file_list is not None:
                 raise OviError("--file-list applies to embedding files; a clip-retrieval folder names its rows")
             src = _pick_source(paths[0], source, "embeddings")
-            _build_from_embedding_source(src, encoder_model, out=out, name=name, index=index, memory=memory,
-                                         force=force, json_out=json_out, quiet=quiet)
+            _build_from_embedding_source(src, encoder_model, family=family, out=out, name=name, index=index,
+                                         memory=memory, force=force, json_out=json_out, quiet=quiet)
             return
-        _build_from_embeddings([Path(p) for p in paths], encoder_model, out=out, name=name, file_list=file_list,
-                               index=index, memory=memory, force=force, json_out=json_out, quiet=quiet)
+        _build_from_embeddings([Path(p) for p in paths], encoder_model, family=family, out=out, name=name,
+                               file_list=file_list, index=index, memory=memory, force=force, json_out=json_out,
+                               quiet=quiet)
         return
     if file_list is not None:
         raise OviError("--file-list only applies with --from-embeddings")
@@ -161,7 +198,7 @@ def build_stats(
     from ovi_stats.sources import SourceSample  # noqa: F401 - the seam's types load light
 
     src = _pick_source("::".join(paths), source, "images")
-    _build_from_source(src, encoder_model, out=out, name=name, shard=shard, index=index, memory=memory,
+    _build_from_source(src, encoder_model, family=family, out=out, name=name, shard=shard, index=index, memory=memory,
                        device=device, dtype=dtype, quiet=quiet, json_out=json_out,
                        build_kwargs=dict(batch_size=batch_size, limit=limit, workers=workers, resume=resume,
                                          force=force, checkpoint_seconds=checkpoint_every))
@@ -210,8 +247,8 @@ def _claims(cls, spec: str) -> bool:
         return False
 
 
-def _build_from_embedding_source(src, encoder_model: str, *, out: Path | None, name: str | None, index: str | None,
-                                 memory: int | None, force: bool, json_out: bool, quiet: bool) -> None:
+def _build_from_embedding_source(src, encoder_model: str, *, family: str, out: Path | None, name: str | None,
+                                 index: str | None, memory: int | None, force: bool, json_out: bool, quiet: bool) -> None:
     """`--from-embeddings FOLDER`: a store from an embedding source (clip-retrieval), no encoding."""
     from ovi_cli.console import RichReporter, err_console, make_progress
     from ovi_cli.distributed import launch_from_env
@@ -224,7 +261,7 @@ def _build_from_embedding_source(src, encoder_model: str, *, out: Path | None, n
     root = Path(src.root())
     target = _checked_target(_out_path(out, name, root.name or "stats"), force, [root], "the embeddings folder")
     width = src.embedding_dim()  # from the headers, before the encoder loads
-    encoders = Encoders.load(encoder_model, device="cpu")
+    encoders = Encoders.load(encoder_model, device="cpu", family=family)
     if width != encoders.embed_dim:
         raise OviError(f"the embeddings in {src.spec!r} are {width}-d but encoder {encoders.source!r} gives "
                        f"{encoders.embed_dim}-d embeddings")
@@ -237,7 +274,7 @@ def _build_from_embedding_source(src, encoder_model: str, *, out: Path | None, n
     _print_summary(store, [], None, json_out, quiet)
 
 
-def _build_from_embeddings(paths: list[Path], encoder_model: str, *, out: Path | None, name: str | None,
+def _build_from_embeddings(paths: list[Path], encoder_model: str, *, family: str, out: Path | None, name: str | None,
                            file_list: Path | None, index: str | None, memory: int | None, force: bool,
                            json_out: bool, quiet: bool) -> None:
     """`--from-embeddings FILES`: a store from embedding files already computed (one process, no images)."""
@@ -254,7 +291,7 @@ def _build_from_embeddings(paths: list[Path], encoder_model: str, *, out: Path |
                              paths + ([file_list] if file_list else []), "the input file")
     if file_list is not None:
         build.read_file_list(file_list.expanduser())  # a bad list is one line before the encoder loads
-    encoders = Encoders.load(encoder_model, device="cpu")
+    encoders = Encoders.load(encoder_model, device="cpu", family=family)
     store = build.build_from_embeddings(
         paths, target, {"source": encoders.source, "fingerprint": encoders.fingerprint()},
         dim=encoders.embed_dim, file_list=file_list, index=index or "auto", force=force,
@@ -263,18 +300,18 @@ def _build_from_embeddings(paths: list[Path], encoder_model: str, *, out: Path |
     _print_summary(store, [], None, json_out, quiet)
 
 
-def _build_from_source(src, encoder_model: str, *, out: Path | None, name: str | None,
+def _build_from_source(src, encoder_model: str, *, family: str, out: Path | None, name: str | None,
                        shard: str | None, index: str | None, memory: int | None, device: str, dtype: str,
                        quiet: bool, json_out: bool, build_kwargs: dict) -> None:
     """Encode an image source (this process's share of it under torchrun) and write the store."""
     from ovi_cli.console import RichReporter, err_console, make_progress
     from ovi_cli.devices import resolve_device, resolve_dtype
-    from ovi_cli.distributed import barrier, cuda_device_count, device_for, launch_from_env, process_group
+    from ovi_cli.distributed import barrier, cuda_device_count, device_for, launch_from_env, parse_shard, process_group
     from ovi_cli.encoders import Encoders
     from ovi_stats import build
 
     resume, force = build_kwargs["resume"], build_kwargs["force"]
-    shard_t = build.parse_shard(shard)
+    shard_t = parse_shard(shard)
     root = Path(src.root())
     default_name = (root.name if src.name == "folder" else f"{root.name}-{src.name}") or "stats"
     if shard_t:
@@ -293,7 +330,7 @@ def _build_from_source(src, encoder_model: str, *, out: Path | None, name: str |
     kwargs = dict(build_kwargs, reporter=RichReporter(progress, quiet=not show), index_memory=memory)
     try:
         with process_group(launch, device):
-            encoders = Encoders.load(encoder_model, device=dev, dtype=resolve_dtype(dtype, dev))
+            encoders = Encoders.load(encoder_model, device=dev, dtype=resolve_dtype(dtype, dev), family=family)
             with progress:
                 if launch.distributed:
                     from ovi_stats.ranks import build_stats_ranked
@@ -302,8 +339,11 @@ def _build_from_source(src, encoder_model: str, *, out: Path | None, name: str |
                         src, target, encoders, rank=launch.rank, world=launch.world_size,
                         barrier=lambda: barrier(launch), shard=shard_t, index=index or "auto", **kwargs)
                 else:
+                    from ovi_stats.ranks import discard_rank_stores
+
                     result = build.build_stats(src, target, encoders, index=index, shard=shard_t, **kwargs)
                     store = result.store
+                    discard_rank_stores(target)  # a killed torchrun build's rank stores: obsolete now
     except KeyboardInterrupt:
         err = OviError("interrupted: no store was written; rerun the same command with --resume to continue "
                        "from the last checkpoint")
@@ -317,34 +357,58 @@ def _build_from_source(src, encoder_model: str, *, out: Path | None, name: str |
         _print_summary(store, store.skipped, None, json_out, quiet)
 
 
+def preset_stores(warn) -> list[tuple[str, object]]:
+    """(preset name, store) for every `--model` preset that brings a statistics store (e.g. toy's);
+    a preset whose store is missing or damaged is one `warn` line naming it."""
+    from ovi_cli.plugins import get_registry
+    from ovi_stats.store import open_store
+
+    reg = get_registry()
+    found = []
+    for name in reg.names("model"):
+        try:
+            stats = reg.get("model", name)().overrides().get("stats")
+            if stats:
+                found.append((name, open_store(stats)))
+        except Exception as exc:  # noqa: BLE001 - a third-party preset must not break the listing
+            warn(f"model preset {name!r}: its statistics store is not usable ({first_line(exc, with_type=False)})")
+    return found
+
+
 def stats_list(
     json_out: options.Json = False,
 ) -> None:
-    """List the stores under $OVI_HOME/stats, newest first."""
+    """List the stores ovi would use: those under $OVI_HOME/stats (newest first), then the model
+    presets' own (e.g. the toy world's, used by `--model toy -c nn`)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    from ovi_cli.console import warn
+    from ovi_cli.console import print_table, warn
     from ovi_stats.store import list_stores, stats_root
 
-    stores = list_stores(warn=warn)
+    rows = [("", s) for s in list_stores(warn=warn)]
+    seen = {s.path.resolve() for _, s in rows}
+    rows += [(p, s) for p, s in preset_stores(warn) if s.path.resolve() not in seen]
     if json_out:
-        typer.echo(json.dumps([s.describe() | {"created": s.meta.get("created")} for s in stores], indent=2))
+        typer.echo(json.dumps([s.describe() | {"created": s.meta.get("created"), "preset": p or None}
+                               for p, s in rows], indent=2))
         return
     console = Console()
-    if not stores:
+    if not rows:
         console.print(f"no statistics stores in {stats_root()} (build one with `ovi build-stats DIR`)",
                       markup=False, highlight=False)
         return
-    table = Table(title=f"statistics stores in {stats_root()}")
-    for col in ("name", "count", "dim", "encoder", "fingerprint", "index", "created"):
+    table = Table(title=f"statistics stores ({stats_root()}, and the model presets')")
+    for col in ("name", "from", "count", "dim", "encoder", "fingerprint", "index", "created"):
         table.add_column(col)
-    for s in stores:
-        cells = (s.name, str(s.count), str(s.dim), str(s.encoder.get("source")), s.fingerprint,
-                 str(s.index_params.get("type")), str(s.meta.get("created", ""))[:19])
+    for p, s in rows:
+        cells = (s.name, f"--model {p} (preset)" if p else "OVI_HOME", str(s.count), str(s.dim),
+                 str(s.encoder.get("source")), s.fingerprint, str(s.index_params.get("type")),
+                 str(s.meta.get("created", ""))[:19])
         table.add_row(*(Text(printable(c)) for c in cells))  # as text: a name is never markup
-    console.print(table)
+    print_table(table, console)
+
 
 def stats_info(
     store: Annotated[str, typer.Argument(help="Store name (under $OVI_HOME/stats) or folder.")],
@@ -364,6 +428,7 @@ def stats_info(
         f"count        {info['count']}",
         f"dim          {info['dim']}",
         f"encoder      {enc['source']} (fingerprint {enc['fingerprint']})",
+        f"content      {info['content']}",
         f"mean norm    {info['mean_norm']:.6g}",
         f"shrinkage    {info['shrinkage']:.6g} (Ledoit-Wolf)",
         f"index        {info['index']}, {info['index_bytes'] / 1e6:.1f} MB, recall@10 "

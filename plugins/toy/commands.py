@@ -1,16 +1,16 @@
 """`ovi toy dataset|train|eval` and `ovi eval toy`: the offline toy world's commands (docs/toy.md).
 
-Registered through the toy plugin's `register_commands` hook; light on import (Typer only).
+Registered through the toy plugin's `register_commands` hook, which hands over the terminal services
+(`ui`: progress, reporter, tables, the shared flag types); light on import (Typer only).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from ovi_cli import options
 from ovi_cli.checks import MAX_STEPS, MAX_THREADS, check_int, check_output_folder, check_seed
 from ovi_cli.errors import OviError
 
@@ -38,12 +38,10 @@ def eval_toy_command(
         help="Comma-separated mahalanobis weights to compare (the largest should collapse).")] = "0.003,0.03,1",
     real: Annotated[bool, typer.Option("--real/--no-real", help="Add real rendered images of the prompts "
                                        "(the ceiling).")] = True,
-    quiet: options.Quiet = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """The benchmark harness's toy preset: textemb, ovi, ovi+mahalanobis, ovi+nn and the toy prior, each
     `ovi bench generate toy --model toy` + `ovi bench score --scorers oracle,clip-score`, then one table."""
-    from ovi_cli.commands.bench_score import RichScoreProgress, print_table
-    from ovi_cli.console import make_progress
     from ovi_plugins.toy.eval import default_methods, generate_runs, score_runs, write_table
 
     if prompts is not None:
@@ -55,15 +53,21 @@ def eval_toy_command(
     methods = default_methods(_weights(mahalanobis_weights))
     runs = generate_runs(out, steps=steps, images_per_prompt=images_per_prompt, seed=seed, limit=prompts,
                          methods=methods, real=real, quiet=quiet)
-    progress = make_progress(quiet)
+    progress = _ui.progress(quiet)
     with progress:
-        score_runs(runs, RichScoreProgress(progress, quiet))
+        score_runs(runs, _ui.score_progress(progress, quiet))
     table = write_table(out, runs)
-    print_table(table, f"ovi eval toy: {len(runs)} runs, {steps} OVI steps, {images_per_prompt} image(s) per prompt")
+    _ui.print_table(table, f"ovi eval toy: {len(runs)} runs, {steps} OVI steps, "
+                    f"{images_per_prompt} image(s) per prompt")
     typer.echo(f"wrote {out}/table.md, table.csv, table.json, table.png and one run folder per method")
 
 
-def add_commands(app: typer.Typer) -> None:
+_ui: Any = None  # the terminal services `register_commands` hands over
+
+
+def add_commands(app: typer.Typer, ui: Any) -> None:
+    global _ui
+    _ui = ui
     toy = typer.Typer(help="The offline toy world: synthetic shapes, tiny trained models, evaluation.",
                       no_args_is_help=True)
     evaluate = typer.Typer(help="Evaluations.", no_args_is_help=True)

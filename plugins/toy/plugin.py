@@ -94,12 +94,11 @@ class ToyPrior(Prior):
     reference_in_compare = True
     options = (PluginOption("model", str, str(MODELS_DIR / "toy_prior"), "folder of the toy prior"),)
 
-    def __init__(self) -> None:
-        self.net = None
-        self.source: str | None = None
+    net: Any = None
+    source: str | None = None
 
-    def required_models(self, options: dict[str, Any], settings: Any) -> list[ModelRef]:
-        return [ModelRef(options.get("model") or str(MODELS_DIR / "toy_prior"), "toy prior",
+    def required_models(self) -> list[ModelRef]:
+        return [ModelRef(self.options.get("model") or str(MODELS_DIR / "toy_prior"), "toy prior",
                          "--option toy-prior.model")]
 
     def embed(self, job: PriorJob) -> PriorOutput:
@@ -107,7 +106,7 @@ class ToyPrior(Prior):
 
         from ovi_plugins.toy.nets import PRIOR_FORMAT
 
-        source = job.options.get("model") or str(MODELS_DIR / "toy_prior")
+        source = self.options.get("model") or str(MODELS_DIR / "toy_prior")
         if self.net is None or self.source != source:
             self.net, self.config = _load(source, PRIOR_FORMAT, "toy prior", "--option toy-prior.model")
             self.source = source
@@ -143,10 +142,10 @@ def register_benchmarks(register):
 
 
 @hookimpl
-def register_commands(cli):
+def register_commands(cli, ui):
     from ovi_plugins.toy.commands import add_commands
 
-    add_commands(cli)
+    add_commands(cli, ui)
 
 
 @hookimpl

@@ -22,6 +22,8 @@ class ToyModels(ModelPreset):
     name = "toy"
     description = ("the shipped toy world: tiny CLIP, decoder and stats store (offline, seconds on a CPU; "
                    f"encoder folder {toy_paths()['encoder']})")
+    # ECLIPSE and Kandinsky's prior need hub models: the toy world compares what it ships
+    compare_priors = "textemb,ovi,ovi+nn,toy-prior"
 
     def overrides(self) -> dict[str, Any]:
         if not (MODELS_DIR / "prior").is_dir():

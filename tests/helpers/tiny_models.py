@@ -93,12 +93,19 @@ def make_encoder_repo(root: Path, seed: int = 0, max_length: int = 77) -> Path:
     return root
 
 
-def make_decoder_repo(root: Path, seed: int = 0) -> Path:
-    from diffusers import DDPMScheduler, KandinskyV22Pipeline, UNet2DConditionModel, VQModel
+def make_decoder_repo(root: Path, seed: int = 0, task: str = "text2img") -> Path:
+    """A tiny decoder in the layout of kandinsky-2-2-decoder (`task="text2img"`, also read by img2img),
+    kandinsky-2-2-decoder-inpaint (`"inpaint"`: 9 input channels) or kandinsky-2-2-controlnet-depth
+    (`"controlnet"`: the hint embedding, and a MoVQ that scales by 8 like the real one, as the hint
+    block does)."""
+    import diffusers
+    from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
 
     torch.manual_seed(seed)
+    in_channels = {"text2img": 4, "inpaint": 9, "controlnet": 8}[task]
     unet = UNet2DConditionModel(
-        in_channels=4, out_channels=8, addition_embed_type="image",
+        in_channels=in_channels, out_channels=8,
+        addition_embed_type="image_hint" if task == "controlnet" else "image",
         down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
         up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
         mid_block_type="UNetMidBlock2DSimpleCrossAttn", block_out_channels=(32, 64),
@@ -106,15 +113,19 @@ def make_decoder_repo(root: Path, seed: int = 0) -> Path:
         cross_attention_dim=32, attention_head_dim=4, resnet_time_scale_shift="scale_shift",
         class_embed_type=None, sample_size=8,
     )
+    levels = 4 if task == "controlnet" else 2
     movq = VQModel(
-        block_out_channels=[32, 64], down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
+        block_out_channels=[32, 64] if levels == 2 else [32, 32, 32, 64],
+        down_block_types=["DownEncoderBlock2D"] * (levels - 1) + ["AttnDownEncoderBlock2D"],
         in_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8, norm_type="spatial",
-        num_vq_embeddings=12, out_channels=3, up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"],
-        vq_embed_dim=4,
+        num_vq_embeddings=12, out_channels=3,
+        up_block_types=["AttnUpDecoderBlock2D"] + ["UpDecoderBlock2D"] * (levels - 1), vq_embed_dim=4,
     )
     scheduler = DDPMScheduler(
         num_train_timesteps=1000, beta_schedule="linear", beta_start=0.00085, beta_end=0.012,
         clip_sample=False, prediction_type="epsilon", thresholding=False,
     )
-    KandinskyV22Pipeline(unet=unet, scheduler=scheduler, movq=movq).save_pretrained(root)
+    pipeline = {"text2img": "KandinskyV22Pipeline", "inpaint": "KandinskyV22InpaintPipeline",
+                "controlnet": "KandinskyV22ControlnetPipeline"}[task]
+    getattr(diffusers, pipeline)(unet=unet, scheduler=scheduler, movq=movq).save_pretrained(root)
     return root

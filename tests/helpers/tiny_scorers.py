@@ -5,6 +5,12 @@
 - `make_blip_repo(dir)`: a `BlipForQuestionAnswering` folder like `Salesforce/blip-vqa-capfilt-large`
   (a BERT WordPiece tokenizer with BLIP's [DEC] and [ENC] appended);
 - `make_owl_repo(dir)`: an `Owlv2ForObjectDetection` folder like `google/owlv2-base-patch16-ensemble`.
+
+Random weights: the scores mean nothing, but every scorer runs its whole real path offline, in
+seconds on a CPU. From a checkout, for a trial of `ovi bench score` without the real models
+(docs/benchmark.md, "Tiny scorer models for offline trials"):
+
+    python -m tests.helpers.tiny_scorers DIR     # writes DIR/clip, DIR/blip, DIR/owl; prints the flags
 """
 
 from __future__ import annotations
@@ -42,13 +48,13 @@ def _clip_towers(vocab: int, max_length: int) -> dict:
     }
 
 
-def make_clip_repo(root: Path, seed: int = 0) -> Path:
+def make_clip_repo(root: Path, seed: int = 0, projection_dim: int = 16) -> Path:
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
     torch.manual_seed(seed)
     write_tiny_clip_tokenizer(root, max_length=77)
     vocab = len(CLIPTokenizer.from_pretrained(root))
-    cfg = CLIPConfig(**_clip_towers(vocab, max_length=77), projection_dim=16)
+    cfg = CLIPConfig(**_clip_towers(vocab, max_length=77), projection_dim=projection_dim)
     CLIPModel(cfg).eval().save_pretrained(root)
     (root / "preprocessor_config.json").write_text(json.dumps(_clip_processor(IMAGE_SIZE)))
     return root
@@ -115,3 +121,34 @@ def make_owl_repo(root: Path, seed: int = 0) -> Path:
     tc["processor_class"] = "Owlv2Processor"
     (root / "tokenizer_config.json").write_text(json.dumps(tc))
     return root
+
+
+def make_all(root: Path, seed: int = 0) -> dict[str, Path]:
+    """The three tiny scorer models under `root` (`clip/`, `blip/`, `owl/`)."""
+    return {"clip": make_clip_repo(root / "clip", seed), "blip": make_blip_repo(root / "blip", seed),
+            "owl": make_owl_repo(root / "owl", seed)}
+
+
+def score_flags(models: dict[str, Path]) -> list[str]:
+    """The `ovi bench score` flags that use them."""
+    return ["--clip-model", str(models["clip"]), "--blip-model", str(models["blip"]),
+            "--detector-model", str(models["owl"]), "--option", "blip-vqa.image_size=0"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import shlex
+
+    parser = argparse.ArgumentParser(prog="python -m tests.helpers.tiny_scorers",
+                                     description="Write tiny random CLIP, BLIP-VQA and OWLv2 models in their hub "
+                                     "layouts, for offline trials of `ovi bench score`.")
+    parser.add_argument("dir", type=Path, help="folder to write clip/, blip/ and owl/ into")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    models = make_all(args.dir.expanduser().absolute(), args.seed)
+    print("ovi bench score RUN " + " ".join(shlex.quote(f) for f in score_flags(models)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ovi_cli import hookimpl
-from ovi_cli.api import Constraint, ConstraintContext, PluginOption
+from ovi_cli.api import Constraint, PluginContext, PluginOption
 from ovi_cli.errors import OviError
 
 if TYPE_CHECKING:
@@ -47,8 +47,8 @@ class NormConstraint(Constraint):
     options = (PluginOption("scale", float, 1.0, "target norm = scale x the stored images' mean norm",
                             minimum=0.01),)
 
-    def __init__(self, weight: float, context: ConstraintContext) -> None:
-        super().__init__(weight, context)  # sets self.weight and self.context
+    def __init__(self, context: PluginContext) -> None:
+        super().__init__(context)  # sets self.context, self.weight (the user's, or default_weight), self.options
         store = context.store
         if store is None:  # only when used as a library without a store
             raise OviError("constraint 'norm' needs an image-statistics store: run `ovi build-stats`")

@@ -1,0 +1,250 @@
+"""Every Kandinsky 2.2 task from the CLI: `kandinsky22-img2img`, `kandinsky22-inpaint`, `kandinsky22-controlnet`.
+
+Each decodes the prior's image embedding (OVI's or another prior's) through the diffusers
+pipeline of its task, exactly as a diffusers user would hand `image_embeds` /
+`negative_image_embeds` from `KandinskyV22PriorPipeline` to it:
+
+- `kandinsky22-img2img`: `KandinskyV22Img2ImgPipeline` with an init image and `strength`
+  (`--option kandinsky22-img2img.image=PATH`, `.strength=0.3`); the decoder repo is
+  `--decoder-model` (kandinsky-2-2-decoder, the text-to-image decoder's weights).
+- `kandinsky22-inpaint`: `KandinskyV22InpaintPipeline` with an image and a mask of the same size
+  (white: repaint, black: keep, as diffusers >= 0.19); weights from `.model`
+  (default `kandinsky-community/kandinsky-2-2-decoder-inpaint`).
+- `kandinsky22-controlnet`: `KandinskyV22ControlnetPipeline` with a hint image (e.g. a depth map,
+  read as RGB in [0, 1]); weights from `.model` (default
+  `kandinsky-community/kandinsky-2-2-controlnet-depth`).
+
+Every input is checked when the decoder is made, before any model loads: a missing or unreadable
+image, a mask of another size than its image, a strength outside [0, 1] are one line each.
+Light on import: torch, PIL and diffusers load inside methods.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ovi_cli import hookimpl
+from ovi_cli.api import PluginOption
+from ovi_cli.errors import OviError, first_line
+from ovi_cli.hub import ModelRef, resolve_model_dir
+from ovi_plugins.decoders import DECODER_SUBFOLDERS, Kandinsky22Decoder
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+DEFAULT_INPAINT_MODEL = "kandinsky-community/kandinsky-2-2-decoder-inpaint"
+DEFAULT_CONTROLNET_MODEL = "kandinsky-community/kandinsky-2-2-controlnet-depth"
+
+
+def read_image(path: str, what: str) -> Any:
+    """An RGB PIL image read whole now (one line when missing or unreadable), for checks before loading."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path).expanduser()
+    if not path:
+        raise OviError(f"{what}: no image given")
+    if not p.is_file():
+        raise OviError(f"{what}: no such file {path!r}")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            return im.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise OviError(f"{what}: cannot read {path!r} as an image ({first_line(exc, with_type=False)})") from None
+
+
+class _KandinskyTaskDecoder(Kandinsky22Decoder):
+    """Kandinsky 2.2 through one task's diffusers pipeline; subclasses name it and add its inputs."""
+
+    pipeline_class: ClassVar[str] = ""
+    model_option: ClassVar[bool] = False  # the weights come from `.model` (else from --decoder-model)
+    uses_step_end: ClassVar[bool] = True  # the pipeline takes callback_on_step_end (controlnet: old callback)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.inputs = self.check_inputs()  # before any model loads
+
+    def option_flag(self, key: str) -> str:
+        return f"--option {self.name}.{key}"
+
+    def check_inputs(self) -> dict[str, Any]:
+        """The task's inputs read and checked (one-line `OviError`s); what `decode` passes on."""
+        return {}
+
+    @property
+    def source(self) -> str:
+        return self.options["model"] if self.model_option else self.settings.decoder_model
+
+    @property
+    def source_flag(self) -> str:
+        return self.option_flag("model") if self.model_option else "--decoder-model"
+
+    def required_models(self) -> list[ModelRef]:
+        return [ModelRef(self.source, f"{self.name} decoder", self.source_flag, DECODER_SUBFOLDERS)]
+
+    def load(self) -> None:
+        import diffusers
+
+        root = resolve_model_dir(self.source, what=f"{self.name} decoder", flag=self.source_flag,
+                                 subfolders=DECODER_SUBFOLDERS)
+        weight_dtype = self.context.weight_dtype  # the one weight-dtype rule
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pipe = getattr(diffusers, self.pipeline_class).from_pretrained(root, torch_dtype=weight_dtype)
+        except (OSError, ValueError) as exc:
+            raise OviError(f"cannot load the {self.name} decoder from {self.source!r}: {first_line(exc)}") from exc
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe.to(self.device)
+        self._check_size()
+
+    def _check_size(self) -> None:
+        # the img2img and inpaint pipelines keep no `movq_scale_factor`: it is the MoVQ's own
+        factor = (2 ** (len(self.pipe.movq.config.block_out_channels) - 1)) ** 2
+        h, w = self.settings.height, self.settings.width
+        if h % factor or w % factor:
+            raise OviError(f"--height and --width must be multiples of {factor} for this decoder (got {h}x{w})")
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "pipeline": self.pipeline_class}
+
+    def task_kwargs(self, batch: int) -> dict[str, Any]:
+        """The task's own pipeline arguments for a batch of `batch` images."""
+        return {}
+
+    def decode(
+        self,
+        image_embeds: Tensor,
+        negative_image_embeds: Tensor,
+        seeds: list[int],
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> list[Any]:
+        import torch
+
+        s = self.settings
+        dtype = self.pipe.unet.dtype
+        gen_device = "cpu" if self.device.type == "mps" else self.device
+        generators = [torch.Generator(gen_device).manual_seed(int(seed)) for seed in seeds]
+        kwargs = self.task_kwargs(len(seeds))
+        total = self.steps_run()
+        if self.uses_step_end:
+            def step_end(pipe, step, timestep, values):
+                if on_step is not None:
+                    on_step(step + 1, total)
+                return values
+            kwargs["callback_on_step_end"] = step_end
+        elif on_step is not None:
+            kwargs["callback"] = lambda step, timestep, latents: on_step(step + 1, total)
+        with torch.inference_mode():
+            out = self.pipe(
+                image_embeds=image_embeds.to(self.device, dtype),
+                negative_image_embeds=negative_image_embeds.to(self.device, dtype),
+                height=s.height, width=s.width, num_inference_steps=s.decoder_steps,
+                guidance_scale=s.guidance_scale, generator=generators, **kwargs,
+            )
+        return list(out.images)
+
+    def steps_run(self) -> int:
+        return self.settings.decoder_steps
+
+
+class Img2ImgDecoder(_KandinskyTaskDecoder):
+    """Kandinsky 2.2 image-to-image: the init image noised to `strength`, then denoised toward the embedding."""
+
+    name = "kandinsky22-img2img"
+    description = "Kandinsky 2.2 image-to-image (diffusers KandinskyV22Img2ImgPipeline): init image + strength"
+    pipeline_class = "KandinskyV22Img2ImgPipeline"
+    options = (
+        PluginOption("image", str, "", "the init image (any format PIL reads), resized to --width x --height"),
+        PluginOption("strength", float, 0.3, "how far the init image is noised: 0 keeps it, 1 ignores it",
+                     minimum=0.0),
+    )
+
+    def check_inputs(self) -> dict[str, Any]:
+        strength = float(self.options["strength"])
+        if not 0.0 <= strength <= 1.0:
+            raise OviError(f"{self.option_flag('strength')} must be between 0 and 1 (got {strength:g})")
+        if not self.options["image"]:
+            raise OviError(f"decoder {self.name!r} needs an init image: {self.option_flag('image')}=PATH")
+        return {"image": read_image(self.options["image"], self.option_flag("image")), "strength": strength}
+
+    def task_kwargs(self, batch: int) -> dict[str, Any]:
+        return {"image": [self.inputs["image"]] * batch, "strength": self.inputs["strength"]}
+
+    def steps_run(self) -> int:
+        # diffusers runs the last `strength` share of the schedule
+        steps = self.settings.decoder_steps
+        return min(int(steps * self.inputs["strength"]), steps)
+
+
+class InpaintDecoder(_KandinskyTaskDecoder):
+    """Kandinsky 2.2 inpainting: the masked part of the image painted from the embedding."""
+
+    name = "kandinsky22-inpaint"
+    description = "Kandinsky 2.2 inpainting (diffusers KandinskyV22InpaintPipeline): image + mask (white: repaint)"
+    pipeline_class = "KandinskyV22InpaintPipeline"
+    model_option = True
+    options = (
+        PluginOption("image", str, "", "the image to paint into"),
+        PluginOption("mask", str, "", "the mask, same size as the image: white repaints, black keeps"),
+        PluginOption("model", str, DEFAULT_INPAINT_MODEL, "hub id or folder of the inpainting decoder"),
+    )
+
+    def check_inputs(self) -> dict[str, Any]:
+        for key in ("image", "mask"):
+            if not self.options[key]:
+                raise OviError(f"decoder {self.name!r} needs an image and a mask: "
+                               f"{self.option_flag('image')}=PATH {self.option_flag('mask')}=PATH")
+        image = read_image(self.options["image"], self.option_flag("image"))
+        mask = read_image(self.options["mask"], self.option_flag("mask"))
+        if mask.size != image.size:
+            raise OviError(f"{self.option_flag('mask')}: the mask is {mask.size[0]}x{mask.size[1]} but the image is "
+                           f"{image.size[0]}x{image.size[1]}; they must be the same size")
+        return {"image": image, "mask": mask.convert("L")}
+
+    def task_kwargs(self, batch: int) -> dict[str, Any]:
+        import numpy as np
+
+        mask = (np.asarray(self.inputs["mask"], dtype=np.float32) / 255.0 >= 0.5).astype(np.float32)
+        return {"image": [self.inputs["image"]] * batch, "mask_image": [mask] * batch}
+
+
+class ControlnetDecoder(_KandinskyTaskDecoder):
+    """Kandinsky 2.2 ControlNet: the embedding decoded under a hint image (a depth map for -depth)."""
+
+    name = "kandinsky22-controlnet"
+    description = ("Kandinsky 2.2 ControlNet (diffusers KandinskyV22ControlnetPipeline): hint image, e.g. a depth "
+                   "map")
+    pipeline_class = "KandinskyV22ControlnetPipeline"
+    model_option = True
+    uses_step_end = False
+    options = (
+        PluginOption("hint", str, "", "the hint image (a depth map for the -depth model), resized to --width x "
+                     "--height"),
+        PluginOption("model", str, DEFAULT_CONTROLNET_MODEL, "hub id or folder of the ControlNet decoder"),
+    )
+
+    def check_inputs(self) -> dict[str, Any]:
+        if not self.options["hint"]:
+            raise OviError(f"decoder {self.name!r} needs a hint image: {self.option_flag('hint')}=PATH")
+        return {"hint": read_image(self.options["hint"], self.option_flag("hint"))}
+
+    def task_kwargs(self, batch: int) -> dict[str, Any]:
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        s = self.settings
+        hint = self.inputs["hint"].resize((s.width, s.height), Image.Resampling.BICUBIC)
+        tensor = torch.from_numpy(np.asarray(hint, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return {"hint": tensor.unsqueeze(0).expand(batch, -1, -1, -1).to(self.device, self.pipe.unet.dtype)}
+
+
+@hookimpl
+def register_decoders(register):
+    register(Img2ImgDecoder)
+    register(InpaintDecoder)
+    register(ControlnetDecoder)
