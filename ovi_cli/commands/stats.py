@@ -248,7 +248,8 @@ def _claims(cls, spec: str) -> bool:
 
 
 def _build_from_embedding_source(src, encoder_model: str, *, family: str, out: Path | None, name: str | None,
-                                 index: str | None, memory: int | None, force: bool, json_out: bool, quiet: bool) -> None:
+                                 index: str | None, memory: int | None, force: bool, json_out: bool,
+                                 quiet: bool) -> None:
     """`--from-embeddings FOLDER`: a store from an embedding source (clip-retrieval), no encoding."""
     from ovi_cli.console import RichReporter, err_console, make_progress
     from ovi_cli.distributed import launch_from_env
