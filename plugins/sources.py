@@ -223,12 +223,17 @@ class ClipRetrievalSource(ImageSource):
     def embedding_chunks(self, rows: int) -> Iterator[EmbeddingChunk]:
         import numpy as np
 
+        from ovi_stats.validate import npy_header
+
         pq = need("pyarrow.parquet", "reading clip-retrieval metadata")
         for n, emb_path, meta_path in self._pairs():
-            emb = np.load(emb_path, mmap_mode="r")
+            (count, dim), dtype, offset = npy_header(emb_path)
             batches = pq.ParquetFile(meta_path).iter_batches(batch_size=rows) if meta_path else None
-            for lo in range(0, len(emb), rows):
-                block = np.asarray(emb[lo : lo + rows])
+            for lo in range(0, count, rows):
+                # plain reads, not a memory map: mapped pages would count in the process's memory
+                take = min(rows, count - lo)
+                block = np.fromfile(emb_path, dtype=dtype, count=take * dim,
+                                    offset=offset + lo * dim * dtype.itemsize).reshape(take, dim)
                 if batches is not None:
                     table = next(batches).to_pylist()
                     if len(table) != len(block):  # iter_batches gives exactly `rows` a batch but the last

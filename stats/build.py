@@ -49,6 +49,7 @@ from ovi_cli.outputs import (
     OutputError,
     atomic_write_bytes,
     atomic_write_json,
+    new_file,
     open_append,
     private_dir,
     remove_tree,
@@ -852,10 +853,13 @@ def build_from_source_embeddings(
         tmp = private_dir(final)
         try:
             moments = Moments.empty(width)
-            emb = new_embeddings_file(tmp, total, width)
             row = 0
             reporter.start("reading embeddings", total)
-            with write_errors(side), open(side, "wb") as rows_out:
+            # written through a file handle, not a memory map, so memory stays flat whatever the count
+            with write_errors(tmp / EMBEDDINGS), new_file(tmp / EMBEDDINGS) as emb, \
+                    write_errors(side), open(side, "wb") as rows_out:
+                np.lib.format.write_array_header_2_0(
+                    emb, {"descr": np.dtype(np.float16).str, "fortran_order": False, "shape": (total, width)})
                 for c in source.embedding_chunks(chunk):
                     block = np.asarray(c.embeddings, dtype=np.float64)
                     if block.ndim != 2 or block.shape[1] != width or row + len(block) > total:
@@ -865,16 +869,13 @@ def build_from_source_embeddings(
                     if len(block) and float(np.abs(block).max()) > F16_MAX:
                         raise OviError(f"{c.where}: values beyond float16's range (+-{F16_MAX:g})")
                     moments = moments.merge(batch_moments(block))
-                    emb[row : row + len(block)] = block.astype(np.float16)
+                    emb.write(block.astype(np.float16).tobytes())
                     row += len(block)
                     rows_out.write(b"".join((json.dumps(m, ensure_ascii=False, default=str) + "\n").encode("utf-8")
                                             for m in c.metadata))
                     reporter.advance(len(block), "")
             if row != total:
                 raise OviError(f"{source.spec!r}: read {row} rows, the headers announced {total}")
-            with write_errors(tmp / EMBEDDINGS):
-                emb.flush()
-            del emb
 
             def side_rows() -> Iterator[dict]:
                 with open(side, encoding="utf-8") as f:
