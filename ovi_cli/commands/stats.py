@@ -54,7 +54,7 @@ def _auto_rules() -> str:
     c = {k: code_constant("ovi_stats.index", k) for k in ("FLAT_MAX", "QUANTIZATION_MIN", "HNSW_M_MIN",
                                                            "IVF_FLAT_MAX", "PQ_CHOICES")}
     pq = "/".join(map(str, c["PQ_CHOICES"])) if isinstance(c["PQ_CHOICES"], tuple) else "?"
-    return (f"auto: flat up to {_count(c['FLAT_MAX'])} vectors if 4*N*D bytes fit --index-memory; hnsw below "
+    return (f"auto: exact flat up to {_count(c['FLAT_MAX'])} images if 4*N*D bytes fit --index-memory; hnsw below "
             f"{_count(c['QUANTIZATION_MIN'])} or when M=floor((memory/(4N)-D)/2) >= {c['HNSW_M_MIN']}; ivf below "
             f"{_count(c['IVF_FLAT_MAX'])} if it fits; else opq with the largest PQ code in {pq} bytes that fits "
             "(autofaiss's rules).")
