@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 
@@ -57,19 +56,16 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.schedules.split(",")
     methods = [toy_eval.Method(m, "ovi", [m.split("+", 1)[1]] if "+" in m else []) for m in args.methods.split(",")]
-    plain_args = toy_eval.generate_args
 
     t0 = time.perf_counter()
     scores: dict[str, dict[str, list[dict[str, float]]]] = {n: {m.label: [] for m in methods} for n in names}
     for seed in seeds:
         for name in names:
-            def with_schedule(*a, _name=name, **kw):
-                return plain_args(*a, **kw) + ["--schedule", _name]
-
-            with tempfile.TemporaryDirectory() as tmp, mock.patch.object(toy_eval, "generate_args", with_schedule):
+            with tempfile.TemporaryDirectory() as tmp:
                 t = time.perf_counter()
                 runs = toy_eval.generate_runs(Path(tmp), steps=SCHEDULES[name].steps, seed=seed, methods=methods,
-                                              images_per_prompt=args.images_per_prompt, real=False, quiet=True)
+                                              images_per_prompt=args.images_per_prompt, real=False,
+                                              overrides={"schedule": name})
                 toy_eval.score_runs(runs)
                 for m, run in zip(methods, runs):
                     s = run_scores(run)

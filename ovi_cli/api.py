@@ -36,7 +36,8 @@ class PluginOption:
     """One option a prior, constraint or decoder reads, set with `--option PLUGIN.KEY=VALUE`.
 
     `type` is `int`, `float`, `str` or `bool`; `minimum` bounds numbers (inclusive); `choices`
-    restricts strings. `default` is what the plugin gets when the user says nothing.
+    restricts strings. `default` is what the plugin gets when the user says nothing. `flag`: an
+    alias flag of the option (`PluginOption("k", int, 1, flag="--nn-k")`), mounted by the commands.
     """
 
     key: str
@@ -45,6 +46,9 @@ class PluginOption:
     help: str = ""
     minimum: float | None = None
     choices: tuple[str, ...] | None = None
+    # the plugin's own flag alias, e.g. "--nn-k": `gen`, `compare` and `bench generate` mount it from the
+    # registry. A flag several plugins of a kind declare ("--prior-model") goes to the chosen one.
+    flag: str | None = None
 
     def parse(self, value: Any, owner: str) -> Any:
         """`value` (text from the command line, or a Python value) checked and converted."""

@@ -32,6 +32,7 @@ MAX_TOKENS = 4096
 MAX_BATCH = 65_536
 MAX_THREADS = 4096
 MAX_WEIGHT = 1e6  # a constraint weight above this only overflows the loss
+MAX_LR = 1e6  # a learning rate above this only throws the embedding away (near 1e38 it overflows float32)
 MAX_TEXT_INPUT = 64 * 2**20  # bytes of a prompt file or file list (about a million long prompts)
 STDIN = "-"  # a prompt file named `-` is standard input
 # pseudo-filesystems: nothing ovi writes belongs there (writes there fail late, or worse, succeed)

@@ -53,8 +53,8 @@ def core_app() -> typer.Typer:
         pretty_exceptions_enable=False,
     )
     app.callback()(_root)
-    app.command("gen")(gen.gen)
-    app.command("compare")(compare.compare)
+    app.command("gen", cls=gen.GenCommand)(gen.gen)  # RunCommand: the shared run flags, the plugins' flags
+    app.command("compare", cls=compare.CompareCommand)(compare.compare)
     app.command("build-stats")(stats.build_stats)
     app.add_typer(stats.stats_app(), name="stats")
     app.add_typer(bench.bench_app(), name="bench")

@@ -171,8 +171,6 @@ class UI:
         error_line(message)
 
     @staticmethod
-    def score_progress(progress: Progress, quiet: bool = False):
-        """What `ovi bench score` draws while scoring (until scoring reports through the `Reporter`)."""
-        from ovi_cli.commands.bench_score import RichScoreProgress
-
-        return RichScoreProgress(progress, quiet)
+    def score_progress(progress: Progress, quiet: bool = False) -> RichReporter:
+        """Kept for plugins written against it: scoring reports through the `Reporter` (use `reporter`)."""
+        return RichReporter(progress, quiet=quiet)

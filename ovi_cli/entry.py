@@ -2,7 +2,8 @@
 
 `ovi_cli.cli.main` maps Ctrl-C to one line once it runs, but importing Typer, Rich and the
 commands takes a few hundred milliseconds before that; this module imports nothing heavy, holds a
-quiet SIGINT handler over that window, and hands over to `cli.main`. (The first ~0.1 s, while the
+quiet SIGINT handler over that window, hands over to `cli.main`, and holds it again once the command
+is over (the interpreter's shutdown). (The first ~0.1 s, while the
 Python interpreter itself starts, are Python's.)
 """
 
@@ -25,4 +26,10 @@ def main() -> Any:
     from ovi_cli.cli import main as cli_main
 
     signal.signal(signal.SIGINT, previous)
-    return cli_main()
+    try:
+        return cli_main()
+    finally:
+        # the command is over (its result written, or its error line printed): a Ctrl-C while the
+        # interpreter shuts down (atexit handlers, thread joins) is the same one line and exit 130,
+        # not "Exception ignored in atexit callback ... KeyboardInterrupt"
+        signal.signal(signal.SIGINT, _interrupted)

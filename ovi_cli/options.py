@@ -1,8 +1,10 @@
 """Command-line options shared by several commands, declared once.
 
-Each alias is a Typer-annotated type; a command writes `tokens: options.Tokens = GenSettings.tokens`,
-so flag name, help text and default are the same everywhere. Help panels group the flags of the
-long commands (`gen`, `compare`, `bench generate`) the same way.
+Each alias is a Typer-annotated type. The run flags that `gen`, `compare` and `bench generate`
+share are declared once, as the parameters of `run_flags` (defaults from `GenSettings`); the
+commands mount them with `ovi_cli.commands.common.RunCommand`, which also mounts every registered
+plugin's own flag aliases (`PluginOption(flag=...)`). Help panels group the flags of these long
+commands the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Annotated
 import typer
 
 from ovi_cli.schedule import SCHEDULES
+from ovi_cli.settings import GenSettings
 
 MODELS = "Models"
 OVI = "OVI"
@@ -69,18 +72,6 @@ Option = Annotated[list[str] | None, typer.Option(
     "--option", "-O", rich_help_panel=PLUGIN_OPTIONS, metavar="PLUGIN.KEY=VALUE",
     help="An option of a prior, constraint or decoder plugin, repeatable: nn.k=3, nn.every=5, "
     "eclipse.model=DIR, kandinsky.steps=25 ... (`ovi plugins --options` lists them).")]
-NnEvery = Annotated[int | None, typer.Option(
-    rich_help_panel=PLUGIN_OPTIONS, help="Alias of --option nn.every=E.", show_default=False)]
-NnK = Annotated[int | None, typer.Option(
-    rich_help_panel=PLUGIN_OPTIONS, help="Alias of --option nn.k=K.", show_default=False)]
-PriorModel = Annotated[str | None, typer.Option(
-    rich_help_panel=PLUGIN_OPTIONS, show_default=False,
-    help="Alias of --option PRIOR.model=M for the chosen --prior (eclipse, kandinsky, toy-prior).")]
-PriorSteps = Annotated[int | None, typer.Option(
-    rich_help_panel=PLUGIN_OPTIONS, help="Alias of --option kandinsky.steps=N.", show_default=False)]
-PriorGuidance = Annotated[float | None, typer.Option(
-    rich_help_panel=PLUGIN_OPTIONS, help="Alias of --option kandinsky.guidance=G.", show_default=False)]
-
 Negative = Annotated[str, typer.Option(
     rich_help_panel=DECODING, help="Negative image embedding: zero-image (embedding of a mean-grey image) or zeros.")]
 Height = Annotated[int, typer.Option(rich_help_panel=DECODING, help="Image height in pixels.")]
@@ -101,3 +92,34 @@ Json = Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="Prin
 Plot = Annotated[bool, typer.Option(
     "--plot", rich_help_panel=OUTPUT,
     help="Also write a plot of the cosine over OVI steps (and constraint terms) and its raw values (CSV).")]
+
+
+def run_flags(
+    model: Model = None,
+    prior: Prior = GenSettings.prior,
+    decoder: Decoder = GenSettings.decoder,
+    encoder_model: EncoderModel = GenSettings.encoder_model,
+    encoder_family: EncoderFamily = GenSettings.encoder_family,
+    decoder_model: DecoderModel = GenSettings.decoder_model,
+    tokens: Tokens = GenSettings.tokens,
+    steps: Steps = GenSettings.steps,
+    schedule: Schedule = GenSettings.schedule,
+    lr: Lr = GenSettings.lr,
+    weight_decay: WeightDecay = GenSettings.weight_decay,
+    patience: Patience = GenSettings.patience,
+    min_delta: MinDelta = GenSettings.min_delta,
+    constraint: Constraint = None,
+    stats: Stats = None,
+    option: Option = None,
+    negative: Negative = GenSettings.negative,
+    height: Height = GenSettings.height,
+    width: Width = GenSettings.width,
+    decoder_steps: DecoderSteps = GenSettings.decoder_steps,
+    guidance_scale: GuidanceScale = GenSettings.guidance_scale,
+    device: Device = GenSettings.device,
+    dtype: Dtype = GenSettings.dtype,
+    compile: Compile = False,
+    quiet: Quiet = False,
+) -> None:
+    """THE declaration of the run flags `gen`, `compare` and `bench generate` share (never called:
+    Typer reads its parameters). A command leaves out those it does not take, or declares its own."""

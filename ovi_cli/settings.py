@@ -97,6 +97,7 @@ class GenSettings(OviSettings):
     # execution
     device: str = "auto"
     dtype: str = "auto"
+    batch: int = 1  # prompts (bench: images or prompts) optimised together: batch shapes change float rounding
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # a `Schedule` object becomes a dict of its fields
@@ -107,7 +108,7 @@ class GenSettings(OviSettings):
 
         checks.check_int(self.tokens, "--tokens", minimum=1, maximum=checks.MAX_TOKENS)
         checks.check_int(self.steps, "--steps", minimum=1, maximum=checks.MAX_STEPS)
-        checks.check_float(self.lr, "--lr", above=0)
+        checks.check_float(self.lr, "--lr", above=0, maximum=checks.MAX_LR)
         checks.check_float(self.weight_decay, "--weight-decay", minimum=0)
         checks.check_int(self.patience, "--patience", minimum=0, maximum=checks.MAX_STEPS)
         checks.check_float(self.min_delta, "--min-delta", minimum=0)

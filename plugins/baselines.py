@@ -39,7 +39,8 @@ class EclipsePrior(Prior):
     description = "ECLIPSE prior (ECLIPSE-Community/ECLIPSE_KandinskyV22_Prior), one forward pass"
     reference_in_compare = True
     options = (
-        PluginOption("model", str, DEFAULT_ECLIPSE_MODEL, "hub id or folder of the ECLIPSE prior"),
+        PluginOption("model", str, DEFAULT_ECLIPSE_MODEL, "hub id or folder of the ECLIPSE prior",
+                     flag="--prior-model"),
     )
 
     _model: Any = None
@@ -93,9 +94,10 @@ class KandinskyPrior(Prior):
     reference_in_compare = True
     options = (
         PluginOption("model", str, None, "hub id or folder of the prior (default: the encoder folder when "
-                     "it holds prior/ and scheduler/, else kandinsky-community/kandinsky-2-2-prior)"),
-        PluginOption("steps", int, 25, "denoising steps", minimum=1),
-        PluginOption("guidance", float, 4.0, "classifier-free guidance scale", minimum=0),
+                     "it holds prior/ and scheduler/, else kandinsky-community/kandinsky-2-2-prior)",
+                     flag="--prior-model"),
+        PluginOption("steps", int, 25, "denoising steps", minimum=1, flag="--prior-steps"),
+        PluginOption("guidance", float, 4.0, "classifier-free guidance scale", minimum=0, flag="--prior-guidance"),
     )
 
     _pipe: Any = None

@@ -151,9 +151,10 @@ class NearestNeighborConstraint(Constraint):
     needs_stats = True
     description = "mean_k (1 - cos(e, nearest stored image embeddings)): stay near real images"
     options = (
-        PluginOption("k", int, 1, "neighbours per search (the term is the mean over them)", minimum=1),
+        PluginOption("k", int, 1, "neighbours per search (the term is the mean over them)", minimum=1,
+                     flag="--nn-k"),
         PluginOption("every", int, 1, "search the index every E steps (neighbours are reused between)",
-                     minimum=1),
+                     minimum=1, flag="--nn-every"),
         PluginOption("search", str, "auto", "auto: exact matmul on the device where the embeddings fit "
                      "(on a CPU only instead of a flat index), else faiss; matmul; faiss",
                      choices=SEARCH_MODES),

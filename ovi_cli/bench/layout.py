@@ -47,6 +47,9 @@ def check_prompt(prompt: str, where: str = "") -> None:
     if "_" in prompt:
         raise OviError(f"prompt {prompt!r}{place} contains '_': the official scorers read the prompt back "
                        "from the file name up to the first '_'; remove it from the prompt file")
+    if prompt.startswith("."):
+        raise OviError(f"prompt {prompt!r}{place} starts with '.': its image file would be hidden from the scorers "
+                       "(or no file at all, for '.' and '..'); reword the line")
     if "/" in prompt or "\\" in prompt or "\0" in prompt:
         raise OviError(f"prompt {prompt!r}{place} contains a path separator and cannot be a file name")
     if len(sample_name(prompt, 0).encode("utf-8")) > MAX_NAME_BYTES:

@@ -23,8 +23,8 @@ from typing import Any
 
 from ovi_cli.bench import layout
 from ovi_cli.errors import OviError
-from ovi_cli.outputs import atomic_write_json, atomic_write_text, create_exclusive, json_text
-from ovi_cli.resume import describe_differences, settings_differences
+from ovi_cli.outputs import atomic_write_json, atomic_write_text, create_exclusive, json_text, write_errors
+from ovi_cli.resume import check_resume
 
 FORMAT = "ovi-bench-run"
 FORMAT_VERSION = 1
@@ -54,15 +54,21 @@ class RecordLog:
 
     def __init__(self, run: Path, category: str, part: str) -> None:
         folder = layout.record_parts_dir(run, category)
-        folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{part}.jsonl"
-        _cut_torn_tail(self.path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        self._fd = -1
+        with write_errors(self.path, "open the record file"):
+            folder.mkdir(parents=True, exist_ok=True)
+            _cut_torn_tail(self.path)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               0o666)
 
     def append(self, record: Mapping[str, Any]) -> None:
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-        os.write(self._fd, line)  # one write: a line is whole, or torn at the very end
-        os.fsync(self._fd)
+        with write_errors(self.path, "append a record to"):  # disk full, a file-size limit: one line
+            written = os.write(self._fd, line)  # one write: a line is whole, or torn at the very end
+            if written != len(line):
+                raise OSError(28, "No space left on device (the record was cut short)")
+            os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -122,12 +128,45 @@ def finished(run: Path, category: str, records: Mapping[int, Mapping[str, Any]],
     return out
 
 
+# ---- what a run's models and store are -----------------------------------------------------------
+WHOLE_FILE_BYTES = 1 << 20  # files up to this size are hashed whole; larger ones by size, head and tail
+SAMPLE_BYTES = 1 << 16
+
+
+def content_fingerprint(folder: Path) -> str:
+    """A short id of a folder's content (a model folder, a statistics store), wherever it lies: small
+    files hashed whole, large ones (weights, moments, indexes) by size and their first and last 64 KiB.
+    A folder replaced in place (a retrained model, `build-stats --force`) gets another id."""
+    import hashlib
+
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if not p.is_file() or any(part.startswith(".") for part in rel.parts):
+            continue  # hidden: caches, locks, temporaries
+        try:
+            size = p.stat().st_size
+            with p.open("rb") as f:
+                data = f.read() if size <= WHOLE_FILE_BYTES else f.read(SAMPLE_BYTES)
+                if size > WHOLE_FILE_BYTES:
+                    f.seek(size - SAMPLE_BYTES)
+                    data += f.read(SAMPLE_BYTES)
+        except OSError:
+            continue
+        h.update(f"{rel.as_posix()}:{size}\n".encode())
+        h.update(data)
+    return h.hexdigest()[:16]
+
+
 # ---- bench.json ------------------------------------------------------------------------------
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def read_bench_json(run: Path) -> dict[str, Any] | None:
+    """THE reader of `RUN/bench.json` (generating and scoring alike): its object, None when there is
+    none; unreadable, not JSON or not an object: a one-line `OviError` naming the file."""
     path = layout.bench_json_path(run)
     try:
         text = path.read_text(encoding="utf-8")
@@ -140,37 +179,38 @@ def read_bench_json(run: Path) -> dict[str, Any] | None:
     except json.JSONDecodeError as exc:
         raise OviError(f"{str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno}); "
                        "move it away if this folder is not a benchmark run") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise OviError(f"{str(path)!r} is not an ovi benchmark run's bench.json; choose another --out")
+    if not isinstance(data, dict):
+        raise OviError(f"{str(path)!r} is not an ovi benchmark run's bench.json (not a JSON object)")
     return data
 
 
 def check_header(existing: Mapping[str, Any], header: Mapping[str, Any], run: Path) -> None:
     """Refuse (one line naming what differs) a run whose benchmark, settings or prompt lists differ."""
     where = f"the run in {str(run)!r}"
+    if existing.get("format") != FORMAT:  # e.g. the toy evaluation's folder of real images
+        raise OviError(f"{str(layout.bench_json_path(run))!r} is not the bench.json of an `ovi bench generate` "
+                       "run; choose another --out")
     if existing.get("benchmark") != header["benchmark"]:
         raise OviError(f"{where} is benchmark {existing.get('benchmark')!r}, not {header['benchmark']!r}; "
                        f"{RESTART_ADVICE}")
-    diffs = settings_differences(existing.get("settings", {}), header["settings"])
+    prompt_lists = []
     old_cats = existing.get("categories", {})
     for cat, rec in header["categories"].items():
         old = old_cats.get(cat)
         if old is not None and old.get("sha256") != rec["sha256"]:
-            diffs.append((f"prompts of {cat}", f"{old.get('source')} (sha256 {str(old.get('sha256'))[:12]})",
-                          f"{rec['source']} (sha256 {rec['sha256'][:12]})"))
-    if diffs:
-        raise OviError(f"{where} was made with other settings ({describe_differences(diffs)}); {RESTART_ADVICE}")
+            prompt_lists.append((f"prompts of {cat}", f"{old.get('source')} (sha256 {str(old.get('sha256'))[:12]})",
+                                 f"{rec['source']} (sha256 {rec['sha256'][:12]})"))
+    check_resume(existing.get("settings", {}), header["settings"], where, RESTART_ADVICE, extra=prompt_lists,
+                 unrecorded_ok=True)  # a setting added since the run began (encoder_family) is not compared
 
 
 def check_identity(existing: Mapping[str, Any], identity: Mapping[str, Any], run: Path) -> None:
-    """Refuse models that differ from the run's (known once they are loaded: the encoder's fingerprint)."""
+    """Refuse models that differ from the run's (known once they are loaded: the fingerprints of the
+    encoder, the decoder and the statistics store). What an older run did not record is not compared."""
     old = existing.get("identity")
     if not old:
         return
-    diffs = settings_differences(old, identity, ignore=())
-    if diffs:
-        raise OviError(f"the run in {str(run)!r} was made with other models ({describe_differences(diffs)}); "
-                       f"{RESTART_ADVICE}")
+    check_resume(old, identity, f"the run in {str(run)!r}", RESTART_ADVICE, ignore=(), only_shared=True)
 
 
 def create_exclusive_json(path: Path, obj: Mapping[str, Any]) -> bool:
@@ -192,7 +232,7 @@ def extend_run(run: Path, header: Mapping[str, Any]) -> dict[str, Any] | None:
     return existing
 
 
-def open_run(run: Path, header: Mapping[str, Any]) -> dict[str, Any]:
+def create_or_join(run: Path, header: Mapping[str, Any]) -> dict[str, Any]:
     """bench.json of `run` (models loaded: `header` holds `identity`): created if absent, else checked
     (settings, prompt lists, models) and extended with new categories. Returns what the file holds."""
     run.mkdir(parents=True, exist_ok=True)

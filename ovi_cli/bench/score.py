@@ -18,25 +18,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ovi_cli.api import ImageScore, ScoreItem, Scorer, ScorerContext, resolve_options
 from ovi_cli.bench.layout import (
     SAMPLES,
-    bench_json_path,
     category_dir,
     parse_sample_name,
     samples_dir,
     scores_json_path,
 )
-from ovi_cli.errors import OviError
-from ovi_cli.outputs import atomic_outputs, atomic_write_json
-from ovi_cli.reporter import WarnReporter
+from ovi_cli.bench.runlog import read_bench_json
+from ovi_cli.errors import OviError, first_line
+from ovi_cli.outputs import atomic_outputs, atomic_write_json, write_errors
+from ovi_cli.reporter import Reporter
+from ovi_cli.resume import check_resume
 
 SCORES_DIR = "scores"  # RUN/<category>/scores/<scorer>.jsonl
 SCORES_FORMAT = "ovi-bench-scores/1"
@@ -47,16 +50,6 @@ PAPER_ORDER = ("color", "shape", "texture", "spatial", "3d_spatial", "numeracy",
 
 
 # ---- reading a run -------------------------------------------------------------------------------
-def read_bench_json(run: Path) -> dict[str, Any]:
-    """`RUN/bench.json`, or `{}` when it is missing or unreadable (a run is scored all the same)."""
-    path = bench_json_path(run)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def run_name(bench: Mapping[str, Any], fallback: str) -> str:
     """A run's name from its prior and constraints: `ovi`, `ovi+nn:0.5`, `textemb`; else `fallback`."""
     settings = bench.get("settings") if isinstance(bench.get("settings"), dict) else {}
@@ -90,7 +83,10 @@ def run_categories(run: Path, bench: Mapping[str, Any] | None = None) -> list[st
 
 
 def list_items(run: Path, category: str) -> list[ScoreItem]:
-    """The category's images in the official order (by the six-digit counter)."""
+    """The category's images in the official order (by the six-digit counter).
+
+    A sample that is not a regular file (a folder, a dangling link) is a one-line `OviError` naming it.
+    """
     items = []
     folder = samples_dir(run, category)
     for path in folder.glob("*.png"):
@@ -100,6 +96,9 @@ def list_items(run: Path, category: str) -> list[ScoreItem]:
             prompt, index = parse_sample_name(path.name)
         except ValueError:
             continue  # not a benchmark sample name
+        if not path.is_file():
+            what = "a dangling link" if path.is_symlink() and not path.exists() else "not a regular file"
+            raise OviError(f"sample {str(path)!r} is {what}; remove it or make it again with `ovi bench generate`")
         items.append(ScoreItem(path=path, name=path.name, prompt=prompt, index=index, category=category))
     return sorted(items, key=lambda it: (it.index, it.name))
 
@@ -119,7 +118,7 @@ def open_run(run: Path) -> RunInfo:
         raise OviError(f"run folder {str(run)!r} does not exist")
     if not run.is_dir():
         raise OviError(f"run {str(run)!r} is a file, not a run folder")
-    bench = read_bench_json(run)
+    bench = read_bench_json(run) or {}  # the one reader (`runlog`); no bench.json: scored all the same
     categories = run_categories(run, bench)
     if not categories:
         raise OviError(f"{str(run)!r} holds no <category>/samples/ folder: not a benchmark run "
@@ -189,7 +188,10 @@ def plan_scoring(
     return plan
 
 
-def _refusal(name: str, category: str, scorer_classes: Mapping[str, type]) -> str | None:
+def _refusal(name: str, category: str, scorer_classes: Mapping[str, type],
+             seen: tuple[str, ...] = ()) -> str | None:
+    if name in seen:
+        raise OviError(f"scorer {name!r} requires itself (through {' -> '.join((*seen, name))})")
     cls = scorer_classes[name]
     reason = dict(getattr(cls, "refuses", {}) or {}).get(category)
     if reason:
@@ -197,7 +199,7 @@ def _refusal(name: str, category: str, scorer_classes: Mapping[str, type]) -> st
     for req in getattr(cls, "requires", ()):
         if req not in scorer_classes:
             return f"needs scorer {req!r}, which is not installed"
-        sub = _refusal(req, category, scorer_classes)
+        sub = _refusal(req, category, scorer_classes, (*seen, name))
         if sub:
             return sub
     return None
@@ -236,7 +238,7 @@ def read_cache(path: Path) -> tuple[dict[str, Any] | None, dict[str, Cached]]:
         return None, {}
     header: dict[str, Any] | None = None
     rows: dict[str, Cached] = {}
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8", errors="replace") as f:  # junk bytes: lines that do not parse
         for n, line in enumerate(f):
             try:
                 obj = json.loads(line)
@@ -245,30 +247,33 @@ def read_cache(path: Path) -> tuple[dict[str, Any] | None, dict[str, Cached]]:
             if not isinstance(obj, dict):
                 continue
             if n == 0:
-                header = obj if obj.get("format") == CACHE_FORMAT else None
+                header = obj if obj.get("format") == CACHE_FORMAT and _json_clean(obj) else None
+                if header is None:
+                    return None, {}  # not a cache ovi wrote (or hand-edited): every image is scored again
                 continue
             try:
-                rows[str(obj["image"])] = Cached(ImageScore(float(obj["score"]), dict(obj.get("details") or {})),
-                                                 list(obj.get("stamp") or []))
+                score = float(obj["score"])
+                details = dict(obj.get("details") or {})
+                row = Cached(ImageScore(score, details), [int(v) for v in obj.get("stamp") or []])
             except (KeyError, TypeError, ValueError):
                 continue
+            if math.isfinite(score) and _json_clean(details):  # a NaN or junk value is a missing score
+                rows[str(obj["image"])] = row
     return header, rows
+
+
+def _json_clean(value: Any) -> bool:
+    """True when `value` is strict JSON: no NaN or infinity, nothing JSON cannot hold."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
 
 
 def _cache_line(item: ScoreItem, result: ImageScore, item_stamp: list[int]) -> str:
     return json.dumps({"image": item.name, "score": result.score, "details": result.details, "stamp": item_stamp},
                       ensure_ascii=False) + "\n"
-
-
-def settings_key(settings: Mapping[str, Any]) -> str:
-    return json.dumps(settings, sort_keys=True, default=str)
-
-
-def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    keys = sorted(set(old) | set(new))
-    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if settings_key({k: old.get(k)}) !=
-             settings_key({k: new.get(k)})]
-    return "; ".join(diffs)[:300] or "settings differ"
 
 
 def write_cache(path: Path, header: Mapping[str, Any], rows: Mapping[str, Cached]) -> None:
@@ -305,23 +310,6 @@ def folder_fingerprint(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-# ---- progress ------------------------------------------------------------------------------------
-class ScoreProgress:
-    """How `score_run` reports; the CLI renders it with Rich. Default: silent."""
-
-    def warn(self, message: str) -> None:
-        """One warning line."""
-
-    def stage(self, message: str) -> None:
-        """What is happening now (loading a model, ...)."""
-
-    def start(self, label: str, total: int) -> None:
-        """A scorer starts on `total` images of one category."""
-
-    def advance(self, done: int) -> None:
-        """`done` more images scored."""
-
-
 # ---- scoring -------------------------------------------------------------------------------------
 @dataclass
 class ScoreRequest:
@@ -347,7 +335,8 @@ def _origin(registry: Any, name: str) -> dict[str, str]:
 
 
 def build_scorers(names: Iterable[str], classes: Mapping[str, type], request: ScoreRequest,
-                  device: Any, warn: Any) -> dict[str, Scorer]:
+                  device: Any, reporter: Reporter, failed: dict[str, str] | None = None) -> dict[str, Scorer]:
+    """Each scorer built with its context; one that fails to build is recorded in `failed` (or raised)."""
     unknown_owners = set(request.options) - set(classes)
     if unknown_owners:
         owner = sorted(unknown_owners)[0]
@@ -357,24 +346,55 @@ def build_scorers(names: Iterable[str], classes: Mapping[str, type], request: Sc
     for name in names:
         cls = classes[name]
         opts = resolve_options(cls, name, request.options.get(name))
-        ctx = ScorerContext(name=name, device=device, options=opts, reporter=WarnReporter(warn),
+        ctx = ScorerContext(name=name, device=device, options=opts, reporter=reporter,
                             batch_size=request.batch_size, nlp=request.nlp, encoder_model=request.encoder_model)
-        out[name] = cls(ctx)
+        ok, scorer = _guarded(name, "could not be built", partial(cls, ctx), failed if failed is not None else {})
+        if ok:
+            out[name] = scorer
+        elif failed is None:
+            raise OviError(f"scorer {name!r} could not be built")
     return out
 
 
-def score_run(run: Path, request: ScoreRequest | None = None, *, progress: ScoreProgress | None = None,
+def _guarded(name: str, what: str, call: Any, failed: dict[str, str]) -> tuple[bool, Any]:
+    """`call()`, with whatever a scorer plugin raises (an exception, `SystemExit(n)`) recorded in
+    `failed` as one line naming the scorer; Ctrl-C still stops the run."""
+    try:
+        return True, call()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a plugin's failure, SystemExit included, is one line
+        _fail(failed, name, what, exc)
+        return False, None
+
+
+def _fail(failed: dict[str, str], name: str, what: str, exc: BaseException) -> None:
+    reason = f"SystemExit({exc.code!r})" if isinstance(exc, SystemExit) else \
+        str(exc) if isinstance(exc, OviError) else first_line(exc)
+    failed.setdefault(name, f"scorer {name!r} {what}: {reason}")
+
+
+class ScorerFailed(OviError):
+    """Some scorers failed (each named); the others' scores were written."""
+
+
+def score_run(run: Path, request: ScoreRequest | None = None, *, reporter: Reporter | None = None,
               registry: Any = None) -> dict[str, Any]:
     """Score what is in `run`; write the official files and `scores.json`; return scores.json's content.
 
     Checks everything (run, scorers, options, earlier caches, models) before loading a model.
+    Reports through `reporter` (`ovi_cli.reporter.Reporter`: warn, stage, start, advance).
+    A scorer that fails (its constructor, `settings()`, `load()`, `score()` or `official_files()`
+    raises anything, `SystemExit` included, or it returns a score that is not a finite number) is
+    left out with the scorers that require it; the others are scored and written, then
+    `ScorerFailed` (one line naming the scorer) is raised.
     """
     from ovi_cli.devices import resolve_device
     from ovi_cli.hub import check_models
     from ovi_cli.plugins import get_registry
 
     request = request or ScoreRequest()
-    progress = progress or ScoreProgress()
+    reporter = reporter or Reporter()
     registry = registry or get_registry()
     if request.batch_size < 1:
         raise OviError("--batch-size must be >= 1")
@@ -385,35 +405,75 @@ def score_run(run: Path, request: ScoreRequest | None = None, *, progress: Score
     classes = _registry_scorers(registry)
     plan = plan_scoring(categories, info.bench, classes, request.scorers)
     for category, reason in plan.skipped.items():
-        progress.warn(f"{category}: not scored: {reason}")
+        reporter.warn(f"{category}: not scored: {reason}")
     device = resolve_device(request.device)
-    scorers = build_scorers(dict.fromkeys(n for _, n in plan.jobs), classes, request, device, progress.warn)
+    failed: dict[str, str] = {}
+    scorers = build_scorers(dict.fromkeys(n for _, n in plan.jobs), classes, request, device, reporter, failed)
 
     # every check before any model loads: earlier scores' settings, then the models still needed
-    settings, unavailable = _settings_of(scorers)
+    settings, unavailable = _settings_of(scorers, failed)
+    jobs = [(c, n) for c, n in plan.jobs if _runnable(n, classes, failed)]
     items = {c: list_items(info.path, c) for c in categories}
     stamps = {str(it.path): stamp(it.path) for c in categories for it in items[c]}
-    caches, pending = _read_caches(info.path, plan.jobs, settings, unavailable, items, stamps, request.rescore)
+    caches, pending = _read_caches(info.path, jobs, settings, unavailable, items, stamps, request.rescore)
+    check_images({it.path for todo in pending.values() for it in todo})
     needed = sorted({name for key, todo in pending.items() if todo for name in [key[1]]})
-    check_models([ref for name in needed for ref in scorers[name].required_models()], toy_hint=False)
+    refs = []
+    for name in needed:
+        ok, models = _guarded(name, "failed in required_models()", scorers[name].required_models, failed)
+        refs += models if ok else []
+    check_models(refs, toy_hint=False)
 
     loaded: set[str] = set()
-    for category, name in plan.jobs:
+    for category, name in jobs:
+        if not _runnable(name, classes, failed):
+            continue
         todo = pending[(category, name)]
         rows = caches[(category, name)]
         path = cache_path(info.path, category, name)
         write_cache(path, _header(name, settings[name]), rows)  # compacted: torn or discarded lines go
+        scorer = scorers[name]
         if todo:
-            scorer = scorers[name]
             if name not in loaded:
-                progress.stage(f"loading {name}")
-                scorer.load()
+                reporter.stage(f"loading {name}")
+                if not _guarded(name, "failed to load", scorer.load, failed)[0]:
+                    continue
                 loaded.add(name)
-            _score_pending(path, category, name, scorer, todo, rows, caches, stamps, progress)
-            write_cache(path, _header(name, settings[name]), rows)
+            ok, _ = _guarded(name, "failed", partial(_score_pending, path, category, name, scorer, todo, rows, caches,
+                                                     stamps, reporter), failed)
+            write_cache(path, _header(name, settings[name]), rows)  # what was scored stays
+            if not ok:
+                continue
         scored = [(it, rows[it.name].score) for it in items[category] if it.name in rows]
-        _write_official(info.path, category, scorers[name].official_files(category, scored))
-    return write_scores_json(info, plan, scorers, settings, registry)
+        ok, files = _guarded(name, "failed in official_files()", partial(scorer.official_files, category, scored),
+                             failed)
+        if ok:
+            _write_official(info.path, category, files)
+    doc = write_scores_json(info, plan, {n: s for n, s in scorers.items() if n not in failed}, settings, registry)
+    if failed:
+        lines = list(failed.values())
+        more = f" (and {len(lines) - 1} more scorer(s) failed)" if len(lines) > 1 else ""
+        raise ScorerFailed(f"{lines[0]}{more}; the other scorers' scores are in {str(scores_json_path(info.path))!r}")
+    return doc
+
+
+def _runnable(name: str, classes: Mapping[str, type], failed: Mapping[str, str]) -> bool:
+    """A scorer that has not failed, nor has any scorer it requires (cycles are refused when planning)."""
+    return name not in failed and all(_runnable(r, classes, failed) for r in getattr(classes[name], "requires", ()))
+
+
+def check_images(paths: Iterable[Path]) -> None:
+    """Every image still to score opens as an image (one line naming the first that does not), before
+    any scorer model loads."""
+    from PIL import Image, UnidentifiedImageError
+
+    for path in sorted(paths):
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+            raise OviError(f"sample {str(path)!r} is not a readable image ({first_line(exc)}); remove it or make "
+                           "it again with `ovi bench generate`") from None
 
 
 def _chosen_categories(run: Path, categories: list[str], wanted: list[str] | None) -> list[str]:
@@ -442,31 +502,46 @@ def _read_caches(run: Path, jobs: list[tuple[str, str]], settings: dict[str, dic
         header, rows = read_cache(path)
         if name in unavailable:
             settings[name] = (header or {}).get("settings", {})
-        elif header is not None and settings_key(header.get("settings", {})) != settings_key(settings[name]):
-            if not rescore:
-                raise OviError(f"{category}: earlier {name} scores in {str(path)!r} were made with other settings "
-                               f"({_describe_difference(header.get('settings', {}), settings[name])}); "
-                               "pass --rescore to discard them and score again")
-            rows = {}
+        elif header is not None:
+            try:
+                check_resume(header.get("settings", {}), settings[name], f"{category}: earlier {name} scores in "
+                             f"{str(path)!r}", "pass --rescore to discard them and score again", ignore=(),
+                             sep=": ", verb="were")
+            except OviError:
+                if not rescore:
+                    raise
+                rows = {}
         caches[(category, name)] = rows
         pending[(category, name)] = [it for it in items[category]
                                      if it.name not in rows or rows[it.name].stamp != stamps[str(it.path)]]
     return caches, pending
 
 
-def _settings_of(scorers: Mapping[str, Scorer]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+def _settings_of(scorers: Mapping[str, Scorer], failed: dict[str, str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """Each scorer's settings (a combining scorer's include those it requires), and the scorers whose
-    model is not available here (their settings cannot be known)."""
+    model is not available here (their settings cannot be known). Settings that raise, or are not
+    strict JSON (NaN, objects), fail the scorer (`failed`)."""
     from ovi_cli.hub import ModelUnavailable
 
     own: dict[str, dict[str, Any]] = {}
     unavailable: set[str] = set()
     for name, s in scorers.items():
         try:
-            own[name] = s.settings()
+            ok, value = True, s.settings()
         except ModelUnavailable:
             unavailable.add(name)
             own[name] = {}
+            continue
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a plugin's failure, SystemExit included, is one line
+            _fail(failed, name, "failed in settings()", exc)
+            ok, value = False, None
+        if ok and not (isinstance(value, Mapping) and _json_clean(dict(value))):
+            failed.setdefault(name, f"scorer {name!r}: settings() returned {type(value).__name__} that is not a "
+                                    "JSON object of finite values; its scores cannot be recorded")
+            ok = False
+        own[name] = dict(value) if ok else {}
     out = {}
     for name, s in scorers.items():
         reqs = type(s).requires
@@ -485,23 +560,36 @@ def _header(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
 
 def _score_pending(path: Path, category: str, name: str, scorer: Scorer, todo: list[ScoreItem],
                    rows: dict[str, Cached], caches: Mapping[tuple[str, str], dict[str, Cached]],
-                   stamps: Mapping[str, list[int]], progress: ScoreProgress) -> None:
-    """Score `todo` in batches, appending each batch's lines to the cache as it finishes."""
-    progress.start(f"{category}: {name}", len(todo))
+                   stamps: Mapping[str, list[int]], reporter: Reporter) -> None:
+    """Score `todo` in batches, appending each batch's lines to the cache as it finishes; a score
+    that is not a finite number (or details JSON cannot hold) is refused, never written."""
+    reporter.start(f"{category}: {name}", len(todo))
     batch = max(1, scorer.context.batch_size)
-    with path.open("a", encoding="utf-8") as f:
+    with write_errors(path, "open the score cache"):
+        f = path.open("a", encoding="utf-8")
+    with f:
         for start in range(0, len(todo), batch):
             chunk = todo[start:start + batch]
             inputs = {req: [caches[(category, req)][it.name].score for it in chunk] for req in type(scorer).requires}
             results = scorer.score(chunk, inputs)
-            if len(results) != len(chunk):
-                raise OviError(f"scorer {name!r} returned {len(results)} scores for {len(chunk)} images")
+            if not isinstance(results, (list, tuple)) or len(results) != len(chunk):
+                raise OviError(f"returned {len(results) if isinstance(results, (list, tuple)) else results!r} "
+                               f"scores for {len(chunk)} images")
+            for it, res in zip(chunk, results):  # the whole batch is checked before any of it is written
+                if not isinstance(res, ImageScore) or isinstance(res.score, bool) or \
+                        not isinstance(res.score, (int, float)) or not math.isfinite(res.score) or \
+                        not isinstance(res.details, dict) or not _json_clean(res.details):
+                    raise OviError(f"returned {getattr(res, 'score', res)!r} for {str(it.path)!r}: not a finite "
+                                   "score with JSON details; nothing of it was written")
+            lines = []
             for it, res in zip(chunk, results):
                 st = stamps[str(it.path)]
                 rows[it.name] = Cached(res, st)
-                f.write(_cache_line(it, res, st))
-            f.flush()
-            progress.advance(len(chunk))
+                lines.append(_cache_line(it, res, st))
+            with write_errors(path, "append scores to"):
+                f.write("".join(lines))
+                f.flush()
+            reporter.advance(len(chunk))
 
 
 def _write_official(run: Path, category: str, files: Mapping[str, Any]) -> None:
@@ -515,6 +603,15 @@ def _write_official(run: Path, category: str, files: Mapping[str, Any]) -> None:
                 out.write_text(target, content)
             else:
                 out.write_text(target, json.dumps(content) + "\n")
+
+
+def _described(scorer: Scorer) -> dict[str, Any]:
+    """A scorer's `describe()`, or nothing when it raises or is not strict JSON (it is not compared)."""
+    try:
+        out = scorer.describe()
+    except Exception:  # noqa: BLE001 - facts for the record only
+        return {}
+    return dict(out) if isinstance(out, Mapping) and _json_clean(dict(out)) else {}
 
 
 # ---- scores.json ---------------------------------------------------------------------------------
@@ -564,7 +661,7 @@ def write_scores_json(info: RunInfo, plan: Plan, scorers: Mapping[str, Scorer],
     for name, s in scorers.items():
         scorer_info[name] = {**_origin(registry, name), "description": type(s).description,
                              "requires": list(type(s).requires), "settings": dict(settings.get(name, {})),
-                             **s.describe()}
+                             **_described(s)}
     skipped = {c: r for c, r in plan.skipped.items() if c not in categories}
     doc = {
         "format": SCORES_FORMAT,

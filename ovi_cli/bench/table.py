@@ -33,6 +33,8 @@ class Cell:
     images: int | None = None  # None: a published number
     prompts: int | None = None
     unscored: int = 0
+    low: float | None = None  # an interval, where the number has one (fidelity: FD's bootstrap, KID's std)
+    high: float | None = None
 
 
 @dataclass
@@ -49,6 +51,28 @@ class Row:
 class Table:
     columns: list[Column]
     rows: list[Row]
+    primary: dict[str, str] = field(default_factory=dict)  # category -> its compositional (paper's) scorer
+
+
+FIDELITY = "fidelity"  # the column group of `ovi bench fidelity`'s numbers: (FIDELITY, "fd:clip"), ...
+
+
+def fidelity_cells(run: Path) -> dict[Column, Cell]:
+    """(FIDELITY, "<metric>:<space>") cells from RUN/fidelity.json (whole run), if the run has one."""
+    from ovi_cli.bench.fidelity import ALL, read_fidelity
+
+    doc = read_fidelity(run) or {}
+    cells: dict[Column, Cell] = {}
+    for space, entry in (doc.get("spaces") or {}).items():
+        for key, v in ((entry or {}).get(ALL) or {}).items():
+            try:
+                cells[(FIDELITY, f"{key}:{space}")] = Cell(
+                    float("nan") if v["value"] is None else float(v["value"]), int(v["n"]),
+                    low=None if v.get("low") is None else float(v["low"]),
+                    high=None if v.get("high") is None else float(v["high"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+    return cells
 
 
 def load_run(run: Path) -> Row:
@@ -58,6 +82,11 @@ def load_run(run: Path) -> Row:
     if not run.is_dir():
         raise OviError(f"run folder {str(run)!r} does not exist")
     if not path.is_file():
+        fidelity = fidelity_cells(run)
+        if fidelity:  # measured with `ovi bench fidelity` only
+            from ovi_cli.bench.score import read_bench_json, run_name
+
+            return Row(run_name(read_bench_json(run), run.resolve().name), fidelity, source=str(run))
         raise OviError(f"{str(run)!r} has no scores.json: score it first with `ovi bench score {run}`")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -77,6 +106,7 @@ def load_run(run: Path) -> Row:
                                                      int(v.get("unscored", 0)))
             except (KeyError, TypeError, ValueError):
                 continue
+    row.cells.update(fidelity_cells(run))
     return row
 
 
@@ -132,7 +162,8 @@ def build_table(runs: Sequence[Row], published: bool = False, show_all: bool = F
         for p in published_rows():
             p.cells = {col: cell for col, cell in p.cells.items() if col in columns}
             rows.append(p)
-    return Table(ordered, rows)
+    return Table(ordered, rows, {c: primary.get(c, PAPER_SCORERS.get(c, "")) for c in order_categories(
+        c for c, _ in columns)})
 
 
 def column_key(col: Column) -> str:
@@ -167,7 +198,9 @@ def to_json(table: Table) -> dict[str, Any]:
         "columns": [{"key": column_key(c), "category": c[0], "scorer": c[1]} for c in table.columns],
         "rows": [{"name": r.name, "published": r.published, "source": r.source,
                   "scores": {column_key(c): {"mean": r.cells[c].mean, "images": r.cells[c].images,
-                                             "prompts": r.cells[c].prompts, "unscored": r.cells[c].unscored}
+                                             "prompts": r.cells[c].prompts, "unscored": r.cells[c].unscored,
+                                             **({"low": r.cells[c].low, "high": r.cells[c].high}
+                                                if r.cells[c].low is not None else {})}
                              for c in table.columns if c in r.cells}}
                  for r in table.rows],
     }
@@ -213,13 +246,31 @@ def to_markdown(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compositional_mean(row: Row, table: Table) -> float:
+    """The mean of a row's compositional scores: each category's primary (paper's) scorer, fidelity aside."""
+    values = [row.cells[(c, s)].mean for c, s in table.primary.items()
+              if c != FIDELITY and (c, s) in row.cells and not math.isnan(row.cells[(c, s)].mean)]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def fd_column(table: Table) -> Column | None:
+    """The first Frechet-distance column (`fd:<space>`), if the runs have fidelity numbers."""
+    return next((c for c in table.columns if c[0] == FIDELITY and c[1].startswith("fd:")), None)
+
+
 def render_plot(path: Path | str, table: Table, title: str = "") -> None:
-    """Grouped bars: one group per column, one bar per row (published rows hatched)."""
+    """With fidelity numbers: each run a point, mean compositional score against FD (the paper's
+    argument at a glance; FD's interval as a horizontal bar). Otherwise grouped bars: one group per
+    column, one bar per row (published rows hatched)."""
+    col = fd_column(table)
+    if col is not None and any(col in r.cells and not math.isnan(compositional_mean(r, table)) for r in table.rows):
+        render_scatter(path, table, title)
+        return
     plot_figure(table, title).savefig(path, format="png")
 
 
 def plot_figure(table: Table, title: str = ""):
-    """The figure of `render_plot`; the legend sits outside the axes, right of them, so it never
+    """The figure of `render_plot`'s bars; the legend sits outside the axes, right of them, so it never
     hides a bar (it covered the `real` bar of `ovi eval toy`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -244,6 +295,34 @@ def plot_figure(table: Table, title: str = ""):
     if title:
         ax.set_title(title, fontsize="medium")
     return fig
+
+
+def render_scatter(path: Path | str, table: Table, title: str = "") -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    col = fd_column(table)
+    assert col is not None
+    fig = Figure(figsize=(8.0, 4.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for k, r in enumerate(table.rows):
+        cell = r.cells.get(col)
+        y = compositional_mean(r, table)
+        if cell is None or math.isnan(cell.mean) or math.isnan(y):
+            continue
+        err = None
+        if cell.low is not None and cell.high is not None:
+            err = [[max(0.0, cell.mean - cell.low)], [max(0.0, cell.high - cell.mean)]]
+        ax.errorbar([cell.mean], [y], xerr=err, fmt="o", color=f"C{k % 10}", label=r.name, capsize=3)
+        ax.annotate(r.name, (cell.mean, y), textcoords="offset points", xytext=(5, 4), fontsize="small")
+    ax.set_xlabel(f"Frechet distance, {col[1].split(':', 1)[1]} features (lower: more realistic)")
+    ax.set_ylabel("mean compositional score (higher: more faithful)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # as the bars
+    if title:
+        ax.set_title(title, fontsize="medium")
+    fig.savefig(path, format="png")
 
 
 def write_plot(path: Path, table: Table, title: str = "") -> None:

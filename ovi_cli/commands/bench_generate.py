@@ -1,7 +1,7 @@
 """`ovi bench generate NAME --out RUN`: a benchmark's images in the official layout, on one process or many.
 
-Thin over `ovi_cli.bench.generate`: parse and check every input, load the models, run this
-process's share, and let rank 0 write what the processes share.
+Thin over `ovi_cli.bench.generate` (`plan_bench_run`, `BenchRun.execute`): parse the flags, build the
+run (every input checked before any model loads), render its reports and rank 0's summary.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Annotated
 import typer
 
 from ovi_cli import options
-from ovi_cli.errors import OviError
-from ovi_cli.settings import GenSettings
+from ovi_cli.commands.common import run_command
 
 BENCH = "Benchmark"
+GenerateCommand = run_command()
 LOG_EVERY_S = 60.0  # a plain progress line this often when stderr is not a terminal (cluster logs)
 
 
@@ -76,35 +76,6 @@ def generate(
         rich_help_panel=options.RUN,
         help="Images (--ovi-per image) or prompts (--ovi-per prompt) optimised together; part of the run's "
         "settings, since batch shapes change float rounding.")] = 1,
-    model: options.Model = None,
-    prior: options.Prior = GenSettings.prior,
-    decoder: options.Decoder = GenSettings.decoder,
-    encoder_model: options.EncoderModel = GenSettings.encoder_model,
-    decoder_model: options.DecoderModel = GenSettings.decoder_model,
-    tokens: options.Tokens = GenSettings.tokens,
-    steps: options.Steps = GenSettings.steps,
-    schedule: options.Schedule = GenSettings.schedule,
-    lr: options.Lr = GenSettings.lr,
-    weight_decay: options.WeightDecay = GenSettings.weight_decay,
-    patience: options.Patience = GenSettings.patience,
-    min_delta: options.MinDelta = GenSettings.min_delta,
-    constraint: options.Constraint = None,
-    stats: options.Stats = None,
-    option: options.Option = None,
-    nn_every: options.NnEvery = None,
-    nn_k: options.NnK = None,
-    prior_model: options.PriorModel = None,
-    prior_steps: options.PriorSteps = None,
-    prior_guidance: options.PriorGuidance = None,
-    negative: options.Negative = GenSettings.negative,
-    height: options.Height = GenSettings.height,
-    width: options.Width = GenSettings.width,
-    decoder_steps: options.DecoderSteps = GenSettings.decoder_steps,
-    guidance_scale: options.GuidanceScale = GenSettings.guidance_scale,
-    device: options.Device = GenSettings.device,
-    dtype: options.Dtype = GenSettings.dtype,
-    compile: options.Compile = False,
-    quiet: options.Quiet = False,
     json_out: options.Json = False,
 ) -> None:
     """Generate a benchmark's images in the official T2I-CompBench layout (resumable, many GPUs).
@@ -112,92 +83,50 @@ def generate(
     Offline in seconds: ovi bench generate toy --model toy --out runs/toy -k 2.
     Many GPUs: torchrun --nproc-per-node 8 -m ovi_cli bench generate t2i-compbench --out RUN ...
     """
-    from ovi_cli.bench.generate import BenchOptions, BenchRun
-    from ovi_cli.bench.plan import check_plan_options
-    from ovi_cli.bench.suites import get_benchmark, load_suite, parse_categories, parse_prompt_files
+    from ovi_cli.bench.generate import BenchOptions, plan_bench_run
+    from ovi_cli.commands.common import flag_values, settings_from_params
+    from ovi_cli.console import err_console, make_progress
+    from ovi_cli.distributed import launch_from_env, parse_shard
 
     # ---- every input, before any model loads ----
-    from ovi_cli.checks import check_output_folder
-    from ovi_cli.commands.common import settings_from_params
-    from ovi_cli.distributed import launch_from_env, parse_shard, work_share
-
     launch = launch_from_env()
-    share = work_share(parse_shard(shard), launch)
-    check_plan_options(images_per_prompt, batch, ovi_per)
-    bench_options = BenchOptions(images_per_prompt, seed, batch, ovi_per)
+    quiet = bool(flag_values(ctx).get("quiet"))
     settings = settings_from_params(ctx)
-    bench = get_benchmark(benchmark)
-    names = parse_categories(categories, bench.categories, benchmark)
-    suites = load_suite(bench, names, parse_prompt_files(prompt_file, bench.categories, benchmark), limit)
-    check_output_folder(out)  # a folder there or creatable, writable, not a file, not /proc
-    settings.check()
-    run = BenchRun(out, benchmark, suites, settings, bench_options, share)
-    run.check_existing()
-    _run(run, settings, launch, quiet, json_out)
-
-
-def _run(run, settings: GenSettings, launch, quiet: bool, json_out: bool) -> None:
-    from dataclasses import replace
-
-    from ovi_cli.console import RichReporter, err_console, make_progress
-    from ovi_cli.distributed import barrier, cuda_device_count, device_for, process_group
-    from ovi_cli.hub import check_models
-    from ovi_cli.pipeline import OviPipeline
-
-    device = device_for(settings.device, launch, cuda_device_count())
+    run = plan_bench_run(benchmark, out, settings, BenchOptions(images_per_prompt, seed, batch, ovi_per),
+                         categories=categories, limit=limit, prompt_files=prompt_file, shard=parse_shard(shard),
+                         launch=launch)
     show = not quiet and launch.leader  # one process draws progress; the others only warn
     progress = make_progress(not show or not err_console.is_terminal)
-    reporter = RichReporter(progress, quiet=not show)
-    pipe = OviPipeline(replace(settings, device=device), reporter=reporter)
-    if not pipe.produces_images:
-        raise OviError(f"decoder {settings.decoder!r} makes no images; a benchmark needs images (e.g. kandinsky22, "
-                       "or --model toy)")
-    todo = run.todo()
-    total = sum(t.total for t in todo)
-    done = sum(len(t.done) for t in todo)
-    exists = run.extend() if launch.leader else True
-    needs_models = done < total or not exists
-    if needs_models:
-        check_models(pipe.required_models())  # every missing model named at once, before anything is written
-    try:
-        run.run.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OviError(f"cannot create --out {str(run.run)!r}: {exc.strerror or exc}") from exc
-    if show:
-        status = run.status()
-        planned, finished = (sum(p[k] for p in status.values()) for k in ("planned", "images"))
-        where = f"; {launch.world_size} processes" if launch.distributed else ""
-        if run.share.count > launch.world_size:  # --shard I/N
-            where += f"; this job is share {run.share.index // launch.world_size + 1} of " \
-                     f"{run.share.count // launch.world_size}"
-        err_console.print(f"{planned} images in {len(status)} categories, {finished} already done{where}",
-                          markup=False, highlight=False)
-    with process_group(launch, device):
-        if needs_models:
-            pipe.load()
-        if launch.leader and not exists:
-            run.open(pipe)  # creates bench.json (or, if another job just did, checks against it)
-        barrier(launch)
-        if needs_models and exists:
-            run.check_models(pipe)
-        task = progress.add_task("images", total=total, completed=done, info="")
-        log = _LogLines(total - done, show and not err_console.is_terminal)
+    reporter = _reporter(progress, quiet=not show, logs=show and not err_console.is_terminal)
+    with progress:
+        result = run.execute(reporter, launch)
+    if result.summary is not None:
+        _print_summary(run, result.summary, result.written, quiet, json_out)
 
-        def on_group(group) -> None:
-            reporter.new_batch(f"{group.category} #{group.number}")
-            first = group.units[0]
-            progress.update(task, info=f"{group.category} [{first.prompt_index + 1}] {first.prompt[:50]}")
 
-        def on_image(w) -> None:
-            progress.advance(task)
-            log.image(w.unit.category)
+def _reporter(progress, quiet: bool, logs: bool):
+    """The Rich reporter, plus (`logs`: stderr is not a terminal) a plain progress line now and then."""
+    from ovi_cli.console import RichReporter, err_console
 
-        with progress:
-            written = run.generate(pipe, todo, on_image=on_image, on_group=on_group)
-        barrier(launch)
-        if launch.leader:
-            summary = run.finish()
-            _print_summary(run, summary, written, quiet, json_out)
+    class BenchReporter(RichReporter):
+        def info(self, message: str) -> None:
+            if not self.quiet:
+                err_console.print(message, markup=False, highlight=False)
+
+        def start(self, label: str, total: int | None) -> None:
+            super().start(label, total)
+            self.total, self.skipped, self.log = total or 0, 0, None
+
+        def advance(self, done: int = 1, info: str = "") -> None:
+            super().advance(done, info)
+            if not info:  # before the first group: the images already done
+                self.skipped += done
+            elif done:
+                if self.log is None:
+                    self.log = _LogLines(self.total - self.skipped, logs)
+                self.log.image(info.split(" [", 1)[0])
+
+    return BenchReporter(progress, quiet=quiet)
 
 
 def _print_summary(run, summary: dict, written: int, quiet: bool, json_out: bool) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ovi_cli import options
-from ovi_cli.commands.common import plugin_options
+from ovi_cli.commands.common import plugin_aliases, plugin_options, run_command
 from ovi_cli.errors import OviError
 
 SCORING = "Scoring"
@@ -24,40 +24,12 @@ def _names(text: str | None, flag: str) -> list[str] | None:
     return list(dict.fromkeys(names))
 
 
-class RichScoreProgress:
-    """`ScoreProgress` drawn with Rich: a spinner for loading, one bar per category and scorer."""
-
-    def __init__(self, progress, quiet: bool) -> None:
-        self.progress = progress
-        self.quiet = quiet
-        self.task = None
-        self.spinner = None
-
-    def warn(self, message: str) -> None:
-        from ovi_cli.console import warn
-
-        warn(message)
-
-    def stage(self, message: str) -> None:
-        if self.spinner is None:
-            self.spinner = self.progress.add_task(message, total=None, info="")
-        else:
-            self.progress.update(self.spinner, description=message)
-
-    def start(self, label: str, total: int) -> None:
-        if self.spinner is not None:
-            self.progress.remove_task(self.spinner)
-            self.spinner = None
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(label, total=total, info="")
-
-    def advance(self, done: int) -> None:
-        if self.task is not None:
-            self.progress.advance(self.task, done)
+# the scorers' own flags (`PluginOption(flag=...)`), mounted from the registry
+ScoreCommand = run_command(shared=False, kinds=("scorer",))
 
 
 def score(
+    ctx: typer.Context,
     run: Annotated[Path, typer.Argument(help="A benchmark run folder (RUN/<category>/samples/*.png).")],
     scorers: Annotated[str | None, typer.Option(
         rich_help_panel=SCORING, show_default=False,
@@ -71,18 +43,6 @@ def score(
         "--model", rich_help_panel=options.MODELS, show_default=False,
         help="Model preset whose CLIP the CLIP-based scorers use, e.g. `toy` (the toy CLIP, offline). "
         "Default: the preset the run's benchmark names (the toy benchmark: toy), else none.")] = None,
-    clip_model: Annotated[str | None, typer.Option(
-        rich_help_panel=options.MODELS, show_default=False,
-        help="CLIP for clip-score: hub id or folder (default openai/clip-vit-base-patch32). "
-        "Alias of --option clip-score.model=M.")] = None,
-    blip_model: Annotated[str | None, typer.Option(
-        rich_help_panel=options.MODELS, show_default=False,
-        help="BLIP VQA for blip-vqa (default Salesforce/blip-vqa-capfilt-large). "
-        "Alias of --option blip-vqa.model=M.")] = None,
-    detector_model: Annotated[str | None, typer.Option(
-        rich_help_panel=options.MODELS, show_default=False,
-        help="OWLv2 / OWL-ViT detector for detector (default google/owlv2-base-patch16-ensemble). "
-        "Alias of --option detector.model=M.")] = None,
     option: Annotated[list[str] | None, typer.Option(
         "--option", "-O", rich_help_panel=options.PLUGIN_OPTIONS, metavar="SCORER.KEY=VALUE",
         help="A scorer option, repeatable: detector.threshold=0.2, blip-vqa.image_size=0 ... "
@@ -102,7 +62,7 @@ def score(
     """Score a benchmark run: per-image scores, the official result files and RUN/scores.json (resumable)."""
     from ovi_cli.bench.score import ScoreRequest, open_run, score_run
     from ovi_cli.bench.table import build_table, load_run
-    from ovi_cli.console import make_progress
+    from ovi_cli.console import RichReporter, make_progress
 
     info = open_run(run)  # a bad folder is one line before anything loads
     if model is None:
@@ -110,8 +70,7 @@ def score(
     request = ScoreRequest(
         scorers=_names(scorers, "--scorers"), categories=_names(categories, "--categories"), device=device,
         batch_size=batch_size, nlp=nlp, rescore=rescore,
-        options=plugin_options(option, {("clip-score", "model"): clip_model, ("blip-vqa", "model"): blip_model,
-                                        ("detector", "model"): detector_model}),
+        options=plugin_options(option, plugin_aliases(ctx)),
     )
     if model is not None:
         from ovi_cli.presets import apply_model
@@ -121,7 +80,7 @@ def score(
         request.encoder_model = preset.encoder_model
     progress = make_progress(quiet)
     with progress:
-        doc = score_run(run, request, progress=RichScoreProgress(progress, quiet))
+        doc = score_run(run, request, reporter=RichReporter(progress, quiet=quiet))
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
@@ -169,6 +128,17 @@ def print_table(table, title: str) -> None:
                         "detector is an OWLv2 substitute)[/dim]")
 
 
+def strict_json(value):
+    """`value` with every NaN or infinity as null: what `--json` prints is JSON every parser reads."""
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def table(
     runs: Annotated[list[Path], typer.Argument(help="Scored run folders (each with scores.json).")],
     published: Annotated[bool, typer.Option(
@@ -201,7 +171,7 @@ def table(
     if as_csv:
         typer.echo(to_csv(tab), nl=False)
     elif as_json:
-        typer.echo(json.dumps(to_json(tab), indent=2))
+        typer.echo(json.dumps(strict_json(to_json(tab)), indent=2))
     elif markdown:
         typer.echo(to_markdown(tab), nl=False)
     else:

@@ -10,9 +10,13 @@ from typing import Annotated, Any
 import typer
 
 from ovi_cli import options
-from ovi_cli.commands.common import plugin_options, settings_from_flags, warn_about_prompts
+from ovi_cli.commands.common import flag_values, run_command, settings_from_params, warn_about_prompts
 from ovi_cli.errors import OviError
-from ovi_cli.settings import GenSettings
+
+# compare runs the priors of --priors, each with its own constraints: no --prior, --constraint or
+# early stopping; a flag several priors declare is mounted once per prior, as --PRIOR-KEY
+CompareCommand = run_command(exclude=("prior", "constraint", "patience", "min_delta", "compile"),
+                             several_priors=True)
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -72,15 +76,6 @@ def compare(
         "--out", "-o", rich_help_panel=options.OUTPUT,
         help="Output folder. Default: outputs/compare-<time>-<slug> (outputs/compare-<file stem> with --prompts).")]
         = None,
-    model: options.Model = None,
-    decoder: options.Decoder = GenSettings.decoder,
-    encoder_model: options.EncoderModel = GenSettings.encoder_model,
-    decoder_model: options.DecoderModel = GenSettings.decoder_model,
-    tokens: options.Tokens = GenSettings.tokens,
-    steps: options.Steps = GenSettings.steps,
-    schedule: options.Schedule = GenSettings.schedule,
-    lr: options.Lr = GenSettings.lr,
-    weight_decay: options.WeightDecay = GenSettings.weight_decay,
     seed: Annotated[int, typer.Option(
         rich_help_panel=options.OVI,
         help="Seed of every prior and of the decoder noise (the same for all priors; with --prompts, line i "
@@ -90,30 +85,10 @@ def compare(
         help="Statistics store (name or folder): used by ovi+mahalanobis / ovi+nn and adds the "
         "Mahalanobis and nearest-neighbour columns; default: the newest store of this encoder "
         "when a constrained prior is listed.")] = None,
-    option: options.Option = None,
-    eclipse_model: Annotated[str | None, typer.Option(
-        rich_help_panel=options.PLUGIN_OPTIONS, show_default=False,
-        help="Alias of --option eclipse.model=M (default ECLIPSE-Community/ECLIPSE_KandinskyV22_Prior).")] = None,
-    kandinsky_model: Annotated[str | None, typer.Option(
-        rich_help_panel=options.PLUGIN_OPTIONS, show_default=False,
-        help="Alias of --option kandinsky.model=M (default: --encoder-model when it holds prior/ and "
-        "scheduler/, else kandinsky-community/kandinsky-2-2-prior).")] = None,
-    prior_steps: options.PriorSteps = None,
-    prior_guidance: options.PriorGuidance = None,
-    nn_every: options.NnEvery = None,
-    nn_k: options.NnK = None,
-    negative: options.Negative = GenSettings.negative,
-    height: options.Height = GenSettings.height,
-    width: options.Width = GenSettings.width,
-    decoder_steps: options.DecoderSteps = GenSettings.decoder_steps,
-    guidance_scale: options.GuidanceScale = GenSettings.guidance_scale,
-    device: options.Device = GenSettings.device,
-    dtype: options.Dtype = GenSettings.dtype,
     plot: Annotated[bool, typer.Option(
         "--plot", rich_help_panel=options.OUTPUT,
         help="Also write plot.png (cosine over OVI steps to the text and to the trained priors' "
         "embeddings, constraint terms) and history.csv per prompt.")] = False,
-    quiet: options.Quiet = False,
     json_out: Annotated[bool, typer.Option(
         "--json", rich_help_panel=options.OUTPUT,
         help="Print each prompt's table JSON to stdout (one line each), then the summary.")] = False,
@@ -130,6 +105,7 @@ def compare(
     from ovi_cli.outputs import slugify
     from ovi_cli.prompts import prompts_from
 
+    quiet, model = bool(flag_values(ctx).get("quiet")), flag_values(ctx).get("model")
     prompts = prompts_from(prompt, prompts_file)
     choices = parse_priors(_preset_priors(ctx, model, priors))
     if out is None:
@@ -140,19 +116,7 @@ def compare(
         raise OviError(f"--out {str(out)!r} is a file; compare writes a folder")
     check_output_folder(out)
     check_seed(seed, count=len(prompts))
-    settings = settings_from_flags(
-        ctx, model,
-        prior="ovi", decoder=decoder, encoder_model=encoder_model, decoder_model=decoder_model,
-        tokens=tokens, steps=steps, schedule=schedule, lr=lr, weight_decay=weight_decay, seed=seed,
-        stats=stats,
-        negative=negative, height=height, width=width, decoder_steps=decoder_steps,
-        guidance_scale=guidance_scale, device=device, dtype=dtype,
-        options=plugin_options(option, {
-            ("nn", "every"): nn_every, ("nn", "k"): nn_k, ("eclipse", "model"): eclipse_model,
-            ("kandinsky", "model"): kandinsky_model, ("kandinsky", "steps"): prior_steps,
-            ("kandinsky", "guidance"): prior_guidance,
-        }),
-    )
+    settings = settings_from_params(ctx, prior="ovi")
     settings.check()
     progress = make_progress(quiet)
     reporter = RichReporter(progress, quiet=quiet)

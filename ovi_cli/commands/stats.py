@@ -165,10 +165,10 @@ def build_stats(
     The store is tied to the encoder that made it: build it with the encoder you generate with
     (e.g. --model toy for the toy world).
     """
-    from ovi_cli.commands.common import settings_from_flags
+    from ovi_cli.commands.common import settings_from_params
     from ovi_stats import build
 
-    chosen = settings_from_flags(ctx, model, encoder_model=encoder_model)
+    chosen = settings_from_params(ctx, model)
     encoder_model, family = chosen.encoder_model, chosen.encoder_family  # a preset may name another CLIP space
     if index is not None:
         _check_index(index)

@@ -49,7 +49,7 @@ class BlipVqa(Scorer):
     description = "BLIP-VQA: product over the prompt's noun phrases of P(yes) to '{phrase}?' (color, shape, texture)"
     categories = ("color", "shape", "texture")
     options = (
-        PluginOption("model", str, DEFAULT_BLIP, f"BLIP VQA model: hub id or folder; alias {FLAG}"),
+        PluginOption("model", str, DEFAULT_BLIP, f"BLIP VQA model: hub id or folder; alias {FLAG}", flag=FLAG),
         PluginOption("image_size", int, OFFICIAL_IMAGE_SIZE, "square input size in pixels (0 = the model's own)",
                      minimum=0),
         PluginOption("first_token", str, "enc", "first question token: enc (official BLIP) or cls",

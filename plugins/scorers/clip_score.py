@@ -31,7 +31,7 @@ class ClipScore(Scorer):
     categories = ("non_spatial",)
     options = (
         PluginOption("model", str, "", f"CLIP: hub id or folder (default {DEFAULT_CLIP}, or the CLIP of a "
-                     f"--model preset such as toy); alias {FLAG}"),
+                     f"--model preset such as toy); alias {FLAG}", flag=FLAG),
     )
 
     model: Any = None

@@ -91,7 +91,7 @@ class Detector(Scorer):
                              "script); ovi has no depth scorer yet"}
     options = (
         PluginOption("model", str, DEFAULT_DETECTOR, f"open-vocabulary detector (OWLv2 / OWL-ViT): hub id or "
-                     f"folder; alias {FLAG}"),
+                     f"folder; alias {FLAG}", flag=FLAG),
         PluginOption("threshold", float, 0.1, "keep boxes scoring at least this", minimum=0.0),
         PluginOption("nms", float, 0.5, "per-object non-maximum suppression IoU", minimum=0.0),
         PluginOption("template", str, "a photo of a {}", "text query for an object ({} = the object)"),

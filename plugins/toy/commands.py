@@ -51,11 +51,12 @@ def eval_toy_command(
     check_seed(seed, count=images_per_prompt)
     check_output_folder(out)
     methods = default_methods(_weights(mahalanobis_weights))
-    runs = generate_runs(out, steps=steps, images_per_prompt=images_per_prompt, seed=seed, limit=prompts,
-                         methods=methods, real=real, quiet=quiet)
     progress = _ui.progress(quiet)
-    with progress:
-        score_runs(runs, _ui.score_progress(progress, quiet))
+    reporter = _ui.reporter(progress, quiet=quiet)
+    with progress:  # the library's bench and score runs, reporting through the Reporter
+        runs = generate_runs(out, steps=steps, images_per_prompt=images_per_prompt, seed=seed, limit=prompts,
+                             methods=methods, real=real, reporter=reporter)
+        score_runs(runs, reporter)
     table = write_table(out, runs)
     _ui.print_table(table, f"ovi eval toy: {len(runs)} runs, {steps} OVI steps, "
                     f"{images_per_prompt} image(s) per prompt")

@@ -1,7 +1,7 @@
 """`ovi eval toy`: the benchmark harness's toy preset (the paper's comparison at toy scale, offline).
 
 For each method (textemb, ovi, ovi+mahalanobis at a few weights, ovi+nn, the trained toy prior) it
-runs exactly what a user would type:
+runs the library's bench run and score run, exactly what these commands run:
 
     ovi bench generate toy --model toy --out OUT/<method> --prior P [-c C] --steps S -k K [--limit N]
     ovi bench score OUT/<method> --scorers oracle,clip-score --model toy
@@ -15,11 +15,13 @@ found, colour and shape bound; CLIP-free) and `clip-score` with the toy CLIP.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ovi_cli.errors import OviError
+from ovi_cli.reporter import Reporter
+from ovi_cli.settings import GenSettings
 
 DEFAULT_MAHALANOBIS_WEIGHTS = (0.003, 0.03, 1.0)
 SCORERS = ["oracle", "clip-score"]
@@ -46,16 +48,14 @@ def run_folder(out: Path, label: str) -> Path:
     return Path(out) / slugify(label.replace(":", "-").replace("+", "-plus-"))
 
 
-def generate_args(method: Method, run: Path, *, steps: int, images_per_prompt: int, seed: int,
-                  limit: int | None, quiet: bool) -> list[str]:
-    """The `ovi bench generate` command line of one method."""
-    args = ["bench", "generate", "toy", "--model", "toy", "--out", str(run), "--prior", method.prior,
-            "--steps", str(steps), "-k", str(images_per_prompt), "--seed", str(seed)]
-    for c in method.constraints:
-        args += ["--constraint", c]
-    if limit is not None:
-        args += ["--limit", str(limit)]
-    return args + (["--quiet"] if quiet else [])
+def method_settings(method: Method, *, steps: int, seed: int, **overrides: Any) -> GenSettings:
+    """The settings `ovi bench generate toy --model toy --prior P [-c C] --steps S --seed SEED` runs with
+    (`overrides`: more flags, e.g. `schedule="fast"`); the toy preset fills what is not given."""
+    from ovi_cli.presets import apply_model
+
+    given = {"prior": method.prior, "constraints": list(method.constraints), "steps": steps, "seed": seed,
+             **overrides}
+    return apply_model(GenSettings(**given), "toy", set(given))
 
 
 def write_real_run(run: Path, *, images_per_prompt: int, seed: int, limit: int | None) -> None:
@@ -87,50 +87,46 @@ def write_real_run(run: Path, *, images_per_prompt: int, seed: int, limit: int |
 
 def generate_runs(out: Path, *, steps: int = 300, images_per_prompt: int = 1, seed: int = 42,
                   limit: int | None = None, methods: list[Method] | None = None, real: bool = True,
-                  quiet: bool = False, invoke: Callable[[list[str]], None] | None = None) -> list[Path]:
-    """`ovi bench generate toy` for every method (and the real images); the run folders in table order."""
+                  reporter: Reporter | None = None, overrides: dict[str, Any] | None = None) -> list[Path]:
+    """The toy benchmark's bench run for every method (and the real images); the run folders in table
+    order. Every run is planned (checked) before the first one starts; each resumes."""
+    from ovi_cli.bench.generate import BenchOptions, plan_bench_run
+
     if steps < 1 or images_per_prompt < 1 or (limit is not None and limit < 1):
         raise OviError("--steps, --images-per-prompt and --prompts must be >= 1")
-    invoke = invoke or invoke_cli
     methods = methods if methods is not None else default_methods()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OviError(f"--out {str(out)!r} is a file; give a folder")
+    options = BenchOptions(images_per_prompt=images_per_prompt, seed=seed)
+    planned = [(m, plan_bench_run("toy", run_folder(out, m.label),
+                                  method_settings(m, steps=steps, seed=seed, **(overrides or {})), options,
+                                  limit=limit)) for m in methods]
     runs = []
     if real:
         runs.append(run_folder(out, REAL))
         write_real_run(runs[-1], images_per_prompt=images_per_prompt, seed=seed, limit=limit)
-    for m in methods:
-        runs.append(run_folder(out, m.label))
-        invoke(generate_args(m, runs[-1], steps=steps, images_per_prompt=images_per_prompt, seed=seed, limit=limit,
-                             quiet=quiet))
+    for _, run in planned:
+        runs.append(run.run)
+        run.execute(reporter)
     return runs
 
 
-def score_runs(runs: list[Path], progress=None) -> None:
-    """`ovi bench score RUN --scorers oracle,clip-score --model toy` for every run."""
+def score_runs(runs: list[Path], reporter: Reporter | None = None) -> None:
+    """The score run of `ovi bench score RUN --scorers oracle,clip-score --model toy` for every run."""
     from ovi_cli.bench.score import ScoreRequest, score_run
     from ovi_plugins.toy.preset import toy_paths
 
     request = ScoreRequest(scorers=list(SCORERS), encoder_model=str(toy_paths()["encoder"]))
     for run in runs:
-        score_run(run, request, progress=progress)
+        score_run(run, request, reporter=reporter)
 
 
-def run_eval(out: Path, **kwargs) -> list[Path]:
-    """`generate_runs` then `score_runs` (silent); the run folders."""
+def run_eval(out: Path, **kwargs: Any) -> list[Path]:
+    """`generate_runs` then `score_runs` (silent unless a `reporter` is given); the run folders."""
     runs = generate_runs(out, **kwargs)
-    score_runs(runs)
+    score_runs(runs, kwargs.get("reporter"))
     return runs
-
-
-def invoke_cli(args: list[str]) -> None:
-    """Run an `ovi` command in this process, exactly as typed (errors propagate as exceptions)."""
-    import typer
-
-    from ovi_cli.cli import core_app
-
-    typer.main.get_command(core_app()).main(args=args, prog_name="ovi", standalone_mode=False)
 
 
 def write_table(out: Path, runs: list[Path]):

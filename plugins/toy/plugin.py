@@ -92,7 +92,8 @@ class ToyPrior(Prior):
     name = "toy-prior"
     description = "trained toy prior (ECLIPSE-style, toy world only): the trained-prior baseline"
     reference_in_compare = True
-    options = (PluginOption("model", str, str(MODELS_DIR / "toy_prior"), "folder of the toy prior"),)
+    options = (PluginOption("model", str, str(MODELS_DIR / "toy_prior"), "folder of the toy prior",
+                            flag="--prior-model"),)
 
     net: Any = None
     source: str | None = None

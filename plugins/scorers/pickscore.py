@@ -1,0 +1,80 @@
+"""`pickscore`: PickScore (Kirstain et al. 2023), a human-preference score per image and prompt.
+
+The official inference code: a transformers `CLIPModel` (`yuvalkirstain/PickScore_v1`, a CLIP
+ViT-H/14 fine-tuned on Pick-a-Pic) with the processor of `laion/CLIP-ViT-H-14-laion2B-s32B-b79K`;
+
+    score = logit_scale.exp() * cos(image_embeds, text_embeds)
+
+(`get_image_features` / `get_text_features`, each L2-normalised; text padded and truncated to 77
+tokens). Higher is preferred; about 20-23 for real models. Scores every category it is asked to
+(`ovi bench score RUN --scorers pickscore`); it is no category's default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ovi_cli.api import ImageScore, PluginOption, ScoreItem, Scorer
+from ovi_cli.hub import ModelRef
+from ovi_plugins.scorers.common import load_rgb, model_settings
+
+DEFAULT_MODEL = "yuvalkirstain/PickScore_v1"
+DEFAULT_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+
+
+class PickScore(Scorer):
+    name = "pickscore"
+    description = "PickScore human preference: logit_scale x cosine of PickScore_v1 image and prompt embeddings"
+    options = (
+        PluginOption("model", str, DEFAULT_MODEL, "PickScore CLIPModel: hub id or folder"),
+        PluginOption("processor", str, DEFAULT_PROCESSOR, "tokenizer and image processor: hub id or folder "
+                     "(the official code uses laion/CLIP-ViT-H-14-laion2B-s32B-b79K's)"),
+    )
+
+    def required_models(self) -> list[ModelRef]:
+        return [ModelRef(self.options["model"], "PickScore model", "--option pickscore.model"),
+                ModelRef(self.options["processor"], "PickScore processor", "--option pickscore.processor")]
+
+    def settings(self) -> dict[str, Any]:
+        return {"model": model_settings(self.options["model"], "PickScore model", "--option pickscore.model"),
+                "processor": model_settings(self.options["processor"], "PickScore processor",
+                                            "--option pickscore.processor")}
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.options["model"], "processor": self.options["processor"]}
+
+    def load(self) -> None:
+        from transformers import AutoProcessor, CLIPModel
+
+        from ovi_cli.errors import OviError, first_line
+        from ovi_cli.hub import resolve_model_dir
+
+        model_dir = resolve_model_dir(self.options["model"], what="PickScore model", flag="--option pickscore.model")
+        proc_dir = resolve_model_dir(self.options["processor"], what="PickScore processor",
+                                     flag="--option pickscore.processor")
+        try:
+            self.model = CLIPModel.from_pretrained(model_dir).to(self.context.device).eval().requires_grad_(False)
+            self.processor = AutoProcessor.from_pretrained(proc_dir)
+        except (OSError, ValueError) as exc:
+            raise OviError(f"cannot load PickScore from {self.options['model']!r}: "
+                           f"{first_line(exc, with_type=False)}") from exc
+
+    def score(self, items: list[ScoreItem], inputs: dict[str, list[ImageScore]]) -> list[ImageScore]:
+        import torch
+
+        from ovi_plugins.scorers.preference import features
+
+        dev = self.context.device
+        pixels = self.processor(images=[load_rgb(it.path) for it in items], return_tensors="pt")["pixel_values"]
+        prompts = list(dict.fromkeys(it.prompt for it in items))
+        tok = self.processor(text=prompts, padding=True, truncation=True, max_length=77, return_tensors="pt")
+        with torch.no_grad():
+            img = features(self.model.get_image_features(pixel_values=pixels.to(dev)))
+            txt = features(self.model.get_text_features(input_ids=tok["input_ids"].to(dev),
+                                                         attention_mask=tok["attention_mask"].to(dev)))
+            scale = float(self.model.logit_scale.exp())
+        img = img / img.norm(dim=-1, keepdim=True)
+        txt = txt / txt.norm(dim=-1, keepdim=True)
+        rows = [prompts.index(it.prompt) for it in items]
+        cos = (img * txt[rows]).sum(-1).cpu().tolist()
+        return [ImageScore(scale * c, {"cosine": c, "logit_scale": scale}) for c in cos]
