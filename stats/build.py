@@ -342,21 +342,27 @@ def _shown(key: str, value: object) -> str:
     return str(value)
 
 
+RESUMED_SETTINGS = (("limit", "--limit"), ("shard", "--shard"), ("batch_size", "--batch-size"), ("index", "--index"),
+                    ("index_memory", "--index-memory"))
+AS_PLANNED = ("batch_size", "index", "index_memory")  # asked as None: "as the interrupted build had it"
+
+
 def changed_settings(plan: dict, asked: dict) -> list[str]:
     """`--flag OLD (now NEW)` for each setting this run asks differently from the plan.
 
-    `batch_size`, `index` and `index_memory` asked as None mean "as planned"; `limit` and `shard`
-    are compared as given (None = all files, no shard), since they decide which files the store holds.
+    What differs is the one resume policy's answer (`ovi_cli.resume.settings_differences`);
+    the wording is build-stats' own (`(now ...)`, as its tests and users know it). `batch_size`,
+    `index` and `index_memory` asked as None mean "as planned"; `limit` and `shard` are compared as
+    given (None = all files, no shard), since they decide which files the store holds.
     """
-    out = []
-    for key, flag in (("limit", "--limit"), ("shard", "--shard"), ("batch_size", "--batch-size"), ("index", "--index"),
-                      ("index_memory", "--index-memory")):
-        new, old = asked.get(key), plan.get(key)
-        if key in ("batch_size", "index", "index_memory") and new is None:
-            continue
-        if new != old:
-            out.append(f"{flag} {_shown(key, old)} (now {_shown(key, new)})")
-    return out
+    from ovi_cli.resume import settings_differences
+
+    old = {key: plan.get(key) for key, _ in RESUMED_SETTINGS}
+    new = {key: plan.get(key) if key in AS_PLANNED and asked.get(key) is None else asked.get(key)
+           for key, _ in RESUMED_SETTINGS}
+    differs = {name for name, _, _ in settings_differences(old, new)}
+    return [f"{flag} {_shown(key, old[key])} (now {_shown(key, new[key])})"
+            for key, flag in RESUMED_SETTINGS if key in differs]
 
 
 def check_resumable(work: Path, plan: dict, asked: dict) -> None:
