@@ -3,8 +3,10 @@
     python benchmarks/same_outputs.py record REF.json     # on the code before a change
     python benchmarks/same_outputs.py check REF.json      # on the code after it: exit 1 on any difference
 
-Hashes every image (.png pixels, not the PNG container: metadata chunks may change) and every
-.safetensors file the commands write. Sidecars are left out (they hold timings). Offline (`--model toy`),
+Hashes every image (.png pixels, not the PNG container: metadata chunks may change) and every tensor
+and metadata entry of the .safetensors files the commands write (their tensors' bytes, sorted by name,
+not the file's bytes: safetensors writes its metadata map in a random order, so two identical runs can
+give two files). Sidecars are left out (they hold timings). Offline (`--model toy`),
 about a minute on a 2-core CPU. The refactors of the house issue were checked with it (docs/architecture.md).
 """
 
@@ -43,7 +45,15 @@ def digest(path: Path) -> str:
 
         with Image.open(path) as im:
             return hashlib.sha256(im.mode.encode() + repr(im.size).encode() + im.tobytes()).hexdigest()
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    from safetensors import safe_open
+
+    h = hashlib.sha256()
+    with safe_open(str(path), framework="numpy") as f:
+        h.update(json.dumps(f.metadata() or {}, sort_keys=True).encode())
+        for key in sorted(f.keys()):
+            t = f.get_tensor(key)
+            h.update(f"{key}:{t.dtype}:{t.shape}".encode() + t.tobytes())
+    return h.hexdigest()
 
 
 def run_all() -> dict[str, str]:

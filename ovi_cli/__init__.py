@@ -13,12 +13,9 @@ __all__ = ["OviPriorPipeline", "__version__", "hookimpl"]
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":
-        from importlib.metadata import PackageNotFoundError, version
+        from ovi_cli.version import ovi_version
 
-        try:
-            value = version("ovi")
-        except PackageNotFoundError:  # running from a source tree that is not installed
-            value = "0.0.0+unknown"
+        value = ovi_version()
     elif name == "hookimpl":  # plugins write `@ovi_cli.hookimpl`
         from ovi_cli.hookspecs import hookimpl as value
     elif name == "OviPriorPipeline":  # `from ovi_cli import OviPriorPipeline` (imports torch: only on use)

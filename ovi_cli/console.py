@@ -158,9 +158,7 @@ class UI:
     @staticmethod
     def print_table(table, title: str) -> None:
         """A benchmark table (`ovi_cli.bench.table.Table`) as `ovi bench table` prints it."""
-        from ovi_cli.commands.bench_score import print_table
-
-        print_table(table, title)
+        print_bench_table(table, title)
 
     @staticmethod
     def warn(message: str) -> None:
@@ -170,7 +168,31 @@ class UI:
     def error(message: str) -> None:
         error_line(message)
 
-    @staticmethod
-    def score_progress(progress: Progress, quiet: bool = False) -> RichReporter:
-        """Kept for plugins written against it: scoring reports through the `Reporter` (use `reporter`)."""
-        return RichReporter(progress, quiet=quiet)
+
+def print_bench_table(table, title: str) -> None:
+    """The Rich table; never cut: wider than the terminal, it is printed wide (the terminal wraps lines)."""
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    from ovi_cli.bench.table import count_text, fmt
+
+    out = RichTable(title=title, title_justify="left")
+    name_width = max([len(r.name) for r in table.rows] + [3])
+    out.add_column("run", min_width=name_width, no_wrap=True)
+    widths = []
+    for c in table.columns:
+        width = max(len(c[0]), len(c[1]), max([len(count_text(r.cells.get(c))) for r in table.rows] + [6]))
+        widths.append(width)
+        out.add_column(f"{c[0]}\n[dim]{c[1]}[/dim]", justify="right", min_width=width, no_wrap=True)
+    for r in table.rows:
+        cells = []
+        for c in table.columns:
+            cell = r.cells.get(c)
+            cells.append("-" if cell is None else f"{fmt(cell)}\n[dim]{count_text(cell)}[/dim]")
+        out.add_row(f"[italic]{r.name}[/italic]" if r.published else r.name, *cells)
+    console = Console()
+    console.width = max(console.width, name_width + sum(widths) + 3 * (len(widths) + 1) + 1)
+    console.print(out)
+    if any(r.published for r in table.rows):
+        Console().print("[dim]published: the ECLIPSE paper's Table 1 (its spatial column is UniDet's, ovi's "
+                        "detector is an OWLv2 substitute)[/dim]")

@@ -72,7 +72,7 @@ def read_sidecar(path: Path) -> dict | None:
     """A finished prompt's sidecar, or None (missing, or unreadable: then the prompt is made again)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

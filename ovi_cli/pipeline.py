@@ -17,7 +17,6 @@ from typing import IO, Any
 import torch
 from torch import Tensor
 
-from ovi_cli import __version__
 from ovi_cli.api import Constraint, ConstraintSpec, PluginContext, PriorJob, Reporter, resolve_options
 from ovi_cli.devices import resolve_device, resolve_dtype
 from ovi_cli.encoders import Encoders, TextEncoding
@@ -30,6 +29,7 @@ from ovi_cli.plugins import Registry, get_registry
 from ovi_cli.png_recipe import write_png
 from ovi_cli.prompts import validate_prompts
 from ovi_cli.settings import NEGATIVE_KINDS, GenSettings
+from ovi_cli.version import ovi_version
 
 OPTION_KINDS = ("prior", "constraint", "decoder", "encoder_family")  # plugin kinds that declare `--option`s
 
@@ -375,7 +375,7 @@ def save_embeddings(handle: IO[bytes], batch: EmbedBatch, i: int) -> None:
 def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"ovi": __version__}
+    out = {"ovi": ovi_version()}
     for name in ("torch", "diffusers", "transformers", "faiss-cpu"):
         try:
             out[name] = version(name)

@@ -96,7 +96,7 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise OviError(f"--from {str(path)!r}: not a readable JSON sidecar ({exc})") from None
         if not isinstance(data, dict) or "prompt" not in data:
             raise OviError(f"--from {str(path)!r}: not an ovi sidecar (no prompt)")
@@ -113,7 +113,7 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
                        "text chunks were stripped); use its .json sidecar")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise OviError(f"--from {str(path)!r}: its ovi recipe is not valid JSON") from None
     if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
         raise OviError(f"--from {str(path)!r}: its ovi recipe has no settings")

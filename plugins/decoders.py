@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ovi_cli import hookimpl
 from ovi_cli.api import Decoder
-from ovi_cli.errors import OviError
-from ovi_cli.hub import ModelRef, resolve_model_dir
+from ovi_cli.hub import ModelRef
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -29,29 +27,13 @@ class Kandinsky22Decoder(Decoder):
         return [ModelRef(self.settings.decoder_model, "decoder", "--decoder-model", DECODER_SUBFOLDERS)]
 
     def load(self) -> None:
-        from diffusers import KandinskyV22Pipeline
+        from ovi_plugins.diffusers_decoding import check_size, load_pipeline
 
-        source = self.settings.decoder_model
-        root = resolve_model_dir(
-            source, what="decoder", flag="--decoder-model", subfolders=DECODER_SUBFOLDERS
-        )
-        weight_dtype = self.context.weight_dtype
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pipe = KandinskyV22Pipeline.from_pretrained(root, torch_dtype=weight_dtype)
-        except (OSError, ValueError) as exc:
-            raise OviError(f"cannot load decoder from {source!r}: {str(exc).splitlines()[0]}") from exc
-        pipe.set_progress_bar_config(disable=True)
+        pipe = load_pipeline("KandinskyV22Pipeline", self.settings.decoder_model, what="decoder",
+                             flag="--decoder-model", subfolders=DECODER_SUBFOLDERS,
+                             weight_dtype=self.context.weight_dtype)
         self.pipe = pipe.to(self.device)
-        self._check_size()
-
-    def _check_size(self) -> None:
-        factor = self.pipe.movq_scale_factor**2
-        h, w = self.settings.height, self.settings.width
-        if h % factor or w % factor:
-            raise OviError(f"--height and --width must be multiples of {factor} for this decoder "
-                           f"(got {h}x{w})")
+        check_size(self.settings.height, self.settings.width, self.pipe.movq_scale_factor**2)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.settings.decoder_model}
@@ -65,16 +47,12 @@ class Kandinsky22Decoder(Decoder):
     ) -> list[Any]:
         import torch
 
+        from ovi_plugins.diffusers_decoding import seeded_generators, step_end
+
         s = self.settings
         dtype = self.pipe.unet.dtype
-        gen_device = "cpu" if self.device.type == "mps" else self.device
-        generators = [torch.Generator(gen_device).manual_seed(int(seed)) for seed in seeds]
-
-        def callback(pipe, step, timestep, kwargs):
-            if on_step is not None:
-                on_step(step + 1, s.decoder_steps)
-            return kwargs
-
+        generators = seeded_generators(self.device, seeds)
+        callback = step_end(on_step, s.decoder_steps)
         with torch.inference_mode():
             out = self.pipe(
                 image_embeds=image_embeds.to(self.device, dtype),

@@ -21,7 +21,6 @@ Light on import: torch, PIL and diffusers load inside methods.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ovi_cli import hookimpl
 from ovi_cli.api import PluginOption
 from ovi_cli.errors import OviError, first_line
-from ovi_cli.hub import ModelRef, resolve_model_dir
+from ovi_cli.hub import ModelRef
 from ovi_plugins.decoders import DECODER_SUBFOLDERS, Kandinsky22Decoder
 
 if TYPE_CHECKING:
@@ -86,27 +85,14 @@ class _KandinskyTaskDecoder(Kandinsky22Decoder):
         return [ModelRef(self.source, f"{self.name} decoder", self.source_flag, DECODER_SUBFOLDERS)]
 
     def load(self) -> None:
-        import diffusers
+        from ovi_plugins.diffusers_decoding import check_size, load_pipeline
 
-        root = resolve_model_dir(self.source, what=f"{self.name} decoder", flag=self.source_flag,
-                                 subfolders=DECODER_SUBFOLDERS)
-        weight_dtype = self.context.weight_dtype  # the one weight-dtype rule
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pipe = getattr(diffusers, self.pipeline_class).from_pretrained(root, torch_dtype=weight_dtype)
-        except (OSError, ValueError) as exc:
-            raise OviError(f"cannot load the {self.name} decoder from {self.source!r}: {first_line(exc)}") from exc
-        pipe.set_progress_bar_config(disable=True)
+        pipe = load_pipeline(self.pipeline_class, self.source, what=f"{self.name} decoder", flag=self.source_flag,
+                             subfolders=DECODER_SUBFOLDERS, weight_dtype=self.context.weight_dtype)
         self.pipe = pipe.to(self.device)
-        self._check_size()
-
-    def _check_size(self) -> None:
         # the img2img and inpaint pipelines keep no `movq_scale_factor`: it is the MoVQ's own
-        factor = (2 ** (len(self.pipe.movq.config.block_out_channels) - 1)) ** 2
-        h, w = self.settings.height, self.settings.width
-        if h % factor or w % factor:
-            raise OviError(f"--height and --width must be multiples of {factor} for this decoder (got {h}x{w})")
+        check_size(self.settings.height, self.settings.width,
+                   (2 ** (len(self.pipe.movq.config.block_out_channels) - 1)) ** 2)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "pipeline": self.pipeline_class}
@@ -124,18 +110,15 @@ class _KandinskyTaskDecoder(Kandinsky22Decoder):
     ) -> list[Any]:
         import torch
 
+        from ovi_plugins.diffusers_decoding import seeded_generators, step_end
+
         s = self.settings
         dtype = self.pipe.unet.dtype
-        gen_device = "cpu" if self.device.type == "mps" else self.device
-        generators = [torch.Generator(gen_device).manual_seed(int(seed)) for seed in seeds]
+        generators = seeded_generators(self.device, seeds)
         kwargs = self.task_kwargs(len(seeds))
         total = self.steps_run()
         if self.uses_step_end:
-            def step_end(pipe, step, timestep, values):
-                if on_step is not None:
-                    on_step(step + 1, total)
-                return values
-            kwargs["callback_on_step_end"] = step_end
+            kwargs["callback_on_step_end"] = step_end(on_step, total)
         elif on_step is not None:
             kwargs["callback"] = lambda step, timestep, latents: on_step(step + 1, total)
         with torch.inference_mode():
@@ -158,9 +141,10 @@ class Img2ImgDecoder(_KandinskyTaskDecoder):
     description = "Kandinsky 2.2 image-to-image (diffusers KandinskyV22Img2ImgPipeline): init image + strength"
     pipeline_class = "KandinskyV22Img2ImgPipeline"
     options = (
-        PluginOption("image", str, "", "the init image (any format PIL reads), resized to --width x --height"),
+        PluginOption("image", str, "", "the init image (any format PIL reads), resized to --width x --height",
+                     flag="--init-image"),
         PluginOption("strength", float, 0.3, "how far the init image is noised: 0 keeps it, 1 ignores it",
-                     minimum=0.0),
+                     minimum=0.0, flag="--strength"),
     )
 
     def check_inputs(self) -> dict[str, Any]:
@@ -188,8 +172,9 @@ class InpaintDecoder(_KandinskyTaskDecoder):
     pipeline_class = "KandinskyV22InpaintPipeline"
     model_option = True
     options = (
-        PluginOption("image", str, "", "the image to paint into"),
-        PluginOption("mask", str, "", "the mask, same size as the image: white repaints, black keeps"),
+        PluginOption("image", str, "", "the image to paint into", flag="--init-image"),
+        PluginOption("mask", str, "", "the mask, same size as the image: white repaints, black keeps",
+                     flag="--mask-image"),
         PluginOption("model", str, DEFAULT_INPAINT_MODEL, "hub id or folder of the inpainting decoder"),
     )
 
@@ -223,7 +208,7 @@ class ControlnetDecoder(_KandinskyTaskDecoder):
     uses_step_end = False
     options = (
         PluginOption("hint", str, "", "the hint image (a depth map for the -depth model), resized to --width x "
-                     "--height"),
+                     "--height", flag="--hint-image"),
         PluginOption("model", str, DEFAULT_CONTROLNET_MODEL, "hub id or folder of the ControlNet decoder"),
     )
 

@@ -16,14 +16,13 @@ leaves it empty, as in unCLIP image variation).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ovi_cli import hookimpl
 from ovi_cli.api import Decoder, ModelPreset, PluginOption
-from ovi_cli.errors import OviError, first_line
-from ovi_cli.hub import ModelRef, resolve_model_dir
+from ovi_cli.errors import OviError
+from ovi_cli.hub import ModelRef
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -61,27 +60,16 @@ class SD21UnclipDecoder(Decoder):
         return [ModelRef(self.settings.decoder_model, "SD 2.1 unCLIP decoder", "--decoder-model", UNCLIP_SUBFOLDERS)]
 
     def load(self) -> None:
-        from diffusers import StableUnCLIPImg2ImgPipeline
+        from ovi_plugins.diffusers_decoding import check_size, load_pipeline
 
-        source = self.settings.decoder_model
-        root = resolve_model_dir(source, what="SD 2.1 unCLIP decoder", flag="--decoder-model",
-                                 subfolders=UNCLIP_SUBFOLDERS)
-        wdtype = self.context.weight_dtype  # the one weight-dtype rule
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(root, torch_dtype=wdtype)
-        except (OSError, ValueError) as exc:
-            raise OviError(f"cannot load the SD 2.1 unCLIP decoder from {source!r}: {first_line(exc)}") from exc
+        pipe = load_pipeline("StableUnCLIPImg2ImgPipeline", self.settings.decoder_model,
+                             what="SD 2.1 unCLIP decoder", flag="--decoder-model", subfolders=UNCLIP_SUBFOLDERS,
+                             weight_dtype=self.context.weight_dtype)
         limit = int(pipe.image_noising_scheduler.config.num_train_timesteps) - 1
         if self.options["noise_level"] > limit:
             raise OviError(f"--option sd21-unclip.noise_level must be <= {limit} for this model "
                            f"(got {self.options['noise_level']})")
-        factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-        h, w = self.settings.height, self.settings.width
-        if h % factor or w % factor:
-            raise OviError(f"--height and --width must be multiples of {factor} for this decoder (got {h}x{w})")
-        pipe.set_progress_bar_config(disable=True)
+        check_size(self.settings.height, self.settings.width, 2 ** (len(pipe.vae.config.block_out_channels) - 1))
         self.pipe = pipe.to(self.device)
 
     def describe(self) -> dict[str, Any]:
@@ -97,12 +85,12 @@ class SD21UnclipDecoder(Decoder):
     ) -> list[Any]:
         import torch
 
+        from ovi_plugins.diffusers_decoding import seeded_generators, text_prompts
+
         s = self.settings
         check_embed_dim(self.name, int(self.pipe.image_normalizer.config.embedding_dim), int(image_embeds.shape[-1]))
-        gen_device = "cpu" if self.device.type == "mps" else self.device
-        generators = [torch.Generator(gen_device).manual_seed(int(seed)) for seed in seeds]
-        text = list(prompts or []) if self.options["prompt"] else []
-        text = text if len(text) == len(seeds) else [""] * len(seeds)
+        generators = seeded_generators(self.device, seeds)
+        text = text_prompts(prompts, len(seeds), self.options["prompt"])
         callback = (lambda step, timestep, latents: on_step(step + 1, s.decoder_steps)) if on_step else None
         with torch.inference_mode():
             out = self.pipe(

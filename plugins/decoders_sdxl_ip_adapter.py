@@ -58,20 +58,13 @@ class SdxlIpAdapterDecoder(Decoder):
                          files=(self.options["weight"],))]
 
     def load(self) -> None:
-        from diffusers import StableDiffusionXLPipeline
+        from ovi_plugins.diffusers_decoding import check_size, load_pipeline
 
-        source = self.settings.decoder_model
-        root = resolve_model_dir(source, what="SDXL decoder", flag="--decoder-model", subfolders=SDXL_SUBFOLDERS)
+        pipe = load_pipeline("StableDiffusionXLPipeline", self.settings.decoder_model, what="SDXL decoder",
+                             flag="--decoder-model", subfolders=SDXL_SUBFOLDERS, weight_dtype=self.context.weight_dtype)
         adapter = resolve_model_dir(self.options["adapter"], what="IP-Adapter", flag="--option sdxl-ip-adapter.adapter",
                                     files=(self.options["weight"],))
         weight = PurePosixPath(self.options["weight"])
-        wdtype = self.context.weight_dtype  # the one weight-dtype rule
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pipe = StableDiffusionXLPipeline.from_pretrained(root, torch_dtype=wdtype)
-        except (OSError, ValueError) as exc:
-            raise OviError(f"cannot load the SDXL decoder from {source!r}: {first_line(exc)}") from exc
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -81,11 +74,7 @@ class SdxlIpAdapterDecoder(Decoder):
             raise OviError(f"cannot load the IP-Adapter {self.options['adapter']!r} ({weight}): "
                            f"{first_line(exc)}") from exc
         pipe.set_ip_adapter_scale(float(self.options["scale"]))
-        factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-        h, w = self.settings.height, self.settings.width
-        if h % factor or w % factor:
-            raise OviError(f"--height and --width must be multiples of {factor} for this decoder (got {h}x{w})")
-        pipe.set_progress_bar_config(disable=True)
+        check_size(self.settings.height, self.settings.width, 2 ** (len(pipe.vae.config.block_out_channels) - 1))
         self.pipe = pipe.to(self.device)
 
     def describe(self) -> dict[str, Any]:
@@ -107,26 +96,21 @@ class SdxlIpAdapterDecoder(Decoder):
     ) -> list[Any]:
         import torch
 
+        from ovi_plugins.diffusers_decoding import seeded_generators, step_end, text_prompts
+
         s = self.settings
         check_embed_dim(self.name, self.embed_width(), int(image_embeds.shape[-1]))
-        gen_device = "cpu" if self.device.type == "mps" else self.device
-        generators = [torch.Generator(gen_device).manual_seed(int(seed)) for seed in seeds]
-        text = list(prompts or []) if self.options["prompt"] else []
-        text = text if len(text) == len(seeds) else [""] * len(seeds)
+        generators = seeded_generators(self.device, seeds)
+        text = text_prompts(prompts, len(seeds), self.options["prompt"])
         emb = image_embeds.to(self.device, self.pipe.unet.dtype)[:, None, :]  # [B, 1 image, D]
         # with guidance, diffusers expects [unconditional; conditional]: zeros, as its encode_image gives
         ip = torch.cat([torch.zeros_like(emb), emb]) if s.guidance_scale > 1 else emb
-
-        def step_end(pipe, step, timestep, values):
-            if on_step is not None:
-                on_step(step + 1, s.decoder_steps)
-            return values
 
         with torch.inference_mode():
             out = self.pipe(
                 prompt=text, ip_adapter_image_embeds=[ip], height=s.height, width=s.width,
                 num_inference_steps=s.decoder_steps, guidance_scale=s.guidance_scale, generator=generators,
-                callback_on_step_end=step_end,
+                callback_on_step_end=step_end(on_step, s.decoder_steps),
             )
         return list(out.images)
 

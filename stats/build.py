@@ -326,7 +326,7 @@ def plan_problem(plan: object) -> str | None:
 def load_plan(work: Path) -> dict:
     try:
         plan = json.loads((work / PLAN).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise _damaged(work, f"{PLAN}: {first_line(exc)}") from None
     problem = plan_problem(plan)
     if problem:
@@ -749,7 +749,7 @@ def read_file_list(path: Path) -> list[str]:
     if path.suffix.lower() == ".json":
         try:
             names = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise OviError(f"file list {str(path)!r} is not valid JSON ({first_line(exc, with_type=False)})") from None
         if not isinstance(names, list) or not all(isinstance(x, (str, int, float)) for x in names):
             raise OviError(f"{str(path)!r} must hold a JSON list of names")

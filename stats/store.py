@@ -38,6 +38,7 @@ import torch
 
 from ovi_cli.errors import OviError
 from ovi_cli.outputs import install_dir, json_text, new_file, private_dir, write_errors
+from ovi_cli.version import ovi_version
 from ovi_stats import index as nn_index
 from ovi_stats.lock import store_lock
 from ovi_stats.moments import Moments, batch_moments
@@ -127,7 +128,7 @@ class StatsStore:
             self.meta: dict[str, Any] = json.loads(meta_bytes.decode("utf-8"))
         except FileNotFoundError:
             raise BadStore(self.path, f"{META} is missing") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise BadStore(self.path, f"{META} is not readable JSON ({exc.__class__.__name__})") from None
         problem = meta_problem(self.meta)
         if problem:
@@ -397,15 +398,6 @@ def open_store_for(name_or_path: str | None, encoders, warn: WarnFn | None = Non
 
 
 # ---- writing ---------------------------------------------------------------------------------
-def _ovi_version() -> str:
-    try:
-        from ovi_cli import __version__
-
-        return __version__
-    except Exception:  # pragma: no cover
-        return "unknown"
-
-
 def store_files_writer(tmp: Path):
     """`write(name, writer)`: create `tmp/name` exclusively and fill it through `writer(handle)`."""
     def write(name: str, writer) -> None:
@@ -464,7 +456,7 @@ def _store_meta(final: Path, moments: Moments, encoder: dict, source_dir: str | 
         "source_dir": source_dir,
         "skipped": [dict(s) for s in skipped],
         "created": datetime.now(timezone.utc).isoformat(),
-        "ovi_version": _ovi_version(),
+        "ovi_version": ovi_version(),
         "index": index_params,
         "shrinkage": {"method": "ledoit-wolf", "intensity": shrink,
                       "target": "scaled identity (tr(cov)/D) I"},

@@ -57,7 +57,11 @@ def marker_payload() -> dict[str, Any]:
 
 
 def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """JSON from a file; nesting too deep for the parser is a `ValueError` like any other bad JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def has_marker(path: Path) -> bool:

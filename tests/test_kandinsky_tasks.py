@@ -78,3 +78,27 @@ def test_bad_inputs_are_one_line_before_any_model_loads(run_cli, pictures, monke
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_task_inputs_have_their_own_flags(run_cli, tiny_gen_args, pictures, task_repos):
+    """`--init-image`, `--strength`, `--mask-image`, `--hint-image`: declared by the decoder plugins
+    (PluginOption.flag), each going to the chosen --decoder; the same bytes as the --option form."""
+    import json
+
+    flags = _gen(run_cli, tiny_gen_args, pictures / "f.png", "--decoder", "kandinsky22-img2img",
+                 "--init-image", pictures / "init.png", "--strength", "0.5")
+    assert flags.code == 0, flags.stderr
+    opts = _gen(run_cli, tiny_gen_args, pictures / "o.png", "--decoder", "kandinsky22-img2img",
+                "--option", f"kandinsky22-img2img.image={pictures / 'init.png'}",
+                "--option", "kandinsky22-img2img.strength=0.5")
+    assert opts.code == 0, opts.stderr
+    assert Image.open(pictures / "f.png").tobytes() == Image.open(pictures / "o.png").tobytes()
+    assert json.loads((pictures / "f.json").read_text())["options"]["kandinsky22-img2img"]["strength"] == 0.5
+    res = _gen(run_cli, tiny_gen_args, pictures / "i.png", "--decoder", "kandinsky22-inpaint",
+               "--init-image", pictures / "init.png", "--mask-image", pictures / "small-mask.png",
+               "--option", f"kandinsky22-inpaint.model={task_repos['inpaint']}")
+    assert res.code == 2 and "the mask is 20x20 but the image is 40x40" in res.stderr
+    res = _gen(run_cli, tiny_gen_args, pictures / "h.png", "--decoder", "kandinsky22-controlnet",
+               "--hint-image", pictures / "missing.png")
+    assert res.code == 2 and "missing.png" in res.stderr
+    assert not (pictures / "h.png").exists()

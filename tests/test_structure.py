@@ -36,6 +36,17 @@ def test_no_import_cycles_at_module_level():
     assert arch.cycles(arch.first_party_edges(GRAPH, (arch.MODULE,))) == []
 
 
+def test_no_import_cycles_even_through_imports_inside_functions():
+    assert arch.cycles(arch.first_party_edges(GRAPH, (arch.MODULE, arch.FUNCTION))) == []
+
+
+def test_builtin_plugins_never_import_the_terminal_layer():
+    """Plugin commands get terminal services through `register_commands(cli, ui)`, not by import."""
+    bad = [i for imps in GRAPH.values() for i in imps if _in(i.source, ("ovi_plugins",)) and _in(i.target, TERMINAL)]
+    assert bad == []
+    assert arch.RANK["plugins"] < arch.RANK["terminal"]
+
+
 def test_the_library_never_imports_the_terminal_or_rich():
     bad = [i for imps in GRAPH.values() for i in imps if _library(i.source) and (
         _in(i.target, ("ovi_cli.console", "ovi_cli.commands", "ovi_cli.cli", "rich")))]
@@ -51,8 +62,8 @@ def test_the_core_never_imports_the_builtin_plugins():
 def test_stats_uses_only_errors_checks_outputs_and_the_version_from_above():
     used = {i.target for m, imps in GRAPH.items() if _in(m, ("ovi_stats",)) for i in imps
             if _in(i.target, ("ovi_cli",))}
-    assert used <= {"ovi_cli.errors", "ovi_cli.checks", "ovi_cli.outputs", "ovi_cli.reporter", "ovi_cli.resume",
-                    "ovi_cli"}
+    assert used <= {"ovi_cli.errors", "ovi_cli.checks", "ovi_cli.outputs", "ovi_cli.version", "ovi_cli.reporter",
+                    "ovi_cli.resume", "ovi_cli"}
     package_root = [i for imps in GRAPH.values() for i in imps if i.source.startswith("ovi_stats")
                     and i.target == "ovi_cli"]
     assert all(i.level == arch.FUNCTION and i.source == "ovi_stats.store" for i in package_root)  # __version__

@@ -198,7 +198,7 @@ class FeatureCache:
             return
         try:
             self.meta = json.loads((self.folder / "key.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             self.meta = {}
         for part in sorted(self.folder.glob("part-*.npz")):
             try:
@@ -267,7 +267,7 @@ def _store_dim_of_encoder(source: str) -> int | None:
         root = resolve_model_dir(source, what="CLIP encoder", flag="--encoder-model")
         cfg = json.loads((root / "image_encoder" / "config.json").read_text(encoding="utf-8"))
         return int(cfg["projection_dim"])
-    except (OviError, OSError, ValueError, KeyError, TypeError):
+    except (OviError, OSError, ValueError, RecursionError, KeyError, TypeError):
         return None
 
 
@@ -482,7 +482,7 @@ def read_fidelity(run: Path) -> dict[str, Any] | None:
         return None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise OviError(f"cannot read {str(path)!r}: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise OviError(f"{str(path)!r} is not an ovi fidelity file ({FORMAT})")

@@ -90,7 +90,7 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
     for line in text.splitlines():
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:  # a torn line: that image is simply not done
+        except (json.JSONDecodeError, RecursionError):  # a torn line: that image is simply not done
             continue
         if isinstance(rec, dict) and isinstance(rec.get("index"), int):
             yield rec
@@ -176,8 +176,9 @@ def read_bench_json(run: Path) -> dict[str, Any] | None:
         raise OviError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise OviError(f"{str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno}); "
+    except (json.JSONDecodeError, RecursionError) as exc:
+        where = f"{exc.msg}, line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise OviError(f"{str(path)!r} is not valid JSON ({where}); "
                        "move it away if this folder is not a benchmark run") from exc
     if not isinstance(data, dict):
         raise OviError(f"{str(path)!r} is not an ovi benchmark run's bench.json (not a JSON object)")

@@ -242,7 +242,7 @@ def read_cache(path: Path) -> tuple[dict[str, Any] | None, dict[str, Cached]]:
         for n, line in enumerate(f):
             try:
                 obj = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if not isinstance(obj, dict):
                 continue
@@ -646,13 +646,13 @@ def collect_scores(run: Path, categories: Sequence[str]) -> dict[str, dict[str, 
 def write_scores_json(info: RunInfo, plan: Plan, scorers: Mapping[str, Scorer],
                       settings: Mapping[str, Mapping[str, Any]], registry: Any) -> dict[str, Any]:
     """Rewrite `RUN/scores.json` from every cache in the run (earlier invocations' too)."""
-    from ovi_cli import __version__
+    from ovi_cli.version import ovi_version
 
     path = scores_json_path(info.path)
     previous: dict[str, Any] = {}
     try:
         previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         pass
     categories = collect_scores(info.path, info.categories)
     primary = dict(previous.get("primary") or {}) if isinstance(previous.get("primary"), dict) else {}
@@ -671,7 +671,7 @@ def write_scores_json(info: RunInfo, plan: Plan, scorers: Mapping[str, Scorer],
         "primary": {c: s for c, s in primary.items() if c in categories and s in categories[c]},
         "skipped": skipped,
         "scorers": {n: v for n, v in scorer_info.items() if any(n in cs for cs in categories.values())},
-        "ovi_version": __version__,
+        "ovi_version": ovi_version(),
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write_json(path, doc)

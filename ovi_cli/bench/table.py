@@ -90,7 +90,7 @@ def load_run(run: Path) -> Row:
         raise OviError(f"{str(run)!r} has no scores.json: score it first with `ovi bench score {run}`")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise OviError(f"cannot read {str(path)!r}: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != SCORES_FORMAT:
         raise OviError(f"{str(path)!r} is not an ovi scores file ({SCORES_FORMAT})")

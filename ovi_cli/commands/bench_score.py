@@ -62,7 +62,7 @@ def score(
     """Score a benchmark run: per-image scores, the official result files and RUN/scores.json (resumable)."""
     from ovi_cli.bench.score import ScoreRequest, open_run, score_run
     from ovi_cli.bench.table import build_table, load_run
-    from ovi_cli.console import RichReporter, make_progress
+    from ovi_cli.console import RichReporter, make_progress, print_bench_table
 
     info = open_run(run)  # a bad folder is one line before anything loads
     if model is None:
@@ -84,7 +84,7 @@ def score(
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
-    print_table(build_table([load_run(run)]), f"{doc['name']}: {run}")
+    print_bench_table(build_table([load_run(run)]), f"{doc['name']}: {run}")
     typer.echo(f"wrote {run / 'scores.json'} and the official result files under each category")
 
 
@@ -97,35 +97,6 @@ def _score_preset(benchmark: object) -> str | None:
     if not isinstance(benchmark, str) or benchmark not in registry.names("benchmark"):
         return None
     return getattr(registry.get("benchmark", benchmark), "score_preset", None)
-
-
-def print_table(table, title: str) -> None:
-    """The Rich table; never cut: wider than the terminal, it is printed wide (the terminal wraps lines)."""
-    from rich.console import Console
-    from rich.table import Table as RichTable
-
-    from ovi_cli.bench.table import count_text, fmt
-
-    out = RichTable(title=title, title_justify="left")
-    name_width = max([len(r.name) for r in table.rows] + [3])
-    out.add_column("run", min_width=name_width, no_wrap=True)
-    widths = []
-    for c in table.columns:
-        width = max(len(c[0]), len(c[1]), max([len(count_text(r.cells.get(c))) for r in table.rows] + [6]))
-        widths.append(width)
-        out.add_column(f"{c[0]}\n[dim]{c[1]}[/dim]", justify="right", min_width=width, no_wrap=True)
-    for r in table.rows:
-        cells = []
-        for c in table.columns:
-            cell = r.cells.get(c)
-            cells.append("-" if cell is None else f"{fmt(cell)}\n[dim]{count_text(cell)}[/dim]")
-        out.add_row(f"[italic]{r.name}[/italic]" if r.published else r.name, *cells)
-    console = Console()
-    console.width = max(console.width, name_width + sum(widths) + 3 * (len(widths) + 1) + 1)
-    console.print(out)
-    if any(r.published for r in table.rows):
-        Console().print("[dim]published: the ECLIPSE paper's Table 1 (its spatial column is UniDet's, ovi's "
-                        "detector is an OWLv2 substitute)[/dim]")
 
 
 def strict_json(value):
@@ -162,6 +133,8 @@ def table(
             raise OviError(f"--plot {str(plot)!r} is a folder; name a .png file")
         if not plot.parent.exists():
             raise OviError(f"--plot: folder {str(plot.parent)!r} does not exist")
+    from ovi_cli.console import print_bench_table
+
     tab = build_table([load_run(r) for r in runs], published=published, show_all=show_all)
     if published and not any(r.cells for r in tab.rows if r.published):
         from ovi_cli.console import warn
@@ -175,7 +148,7 @@ def table(
     elif markdown:
         typer.echo(to_markdown(tab), nl=False)
     else:
-        print_table(tab, f"ovi bench table: {len(runs)} run(s)")
+        print_bench_table(tab, f"ovi bench table: {len(runs)} run(s)")
     if plot is not None:
         write_plot(plot, tab)
         if not (as_csv or as_json or markdown):
