@@ -40,13 +40,13 @@ LAYER_TITLES = {
     "library": "library (ovi_cli)",
     "contract": "plugin contract (ovi_cli)",
     "stats": "image statistics (ovi_stats)",
-    "base": "errors, input checks and atomic outputs (ovi_cli)",
+    "base": "errors, input checks, atomic outputs, the reporter and the resume policy (ovi_cli)",
 }
 TERMINAL = ("ovi_cli.cli", "ovi_cli.entry", "ovi_cli.__main__", "ovi_cli.console", "ovi_cli.options",
             "ovi_cli.commands")
 CONTRACT = ("ovi_cli", "ovi_cli.api", "ovi_cli.hookspecs", "ovi_cli.plugins", "ovi_cli.hub", "ovi_cli.settings",
             "ovi_cli.schedule", "ovi_cli.devices")
-BASE = ("ovi_cli.errors", "ovi_cli.outputs", "ovi_cli.checks", "ovi_cli.reporter", "ovi_cli.version")
+BASE = ("ovi_cli.errors", "ovi_cli.outputs", "ovi_cli.checks", "ovi_cli.reporter", "ovi_cli.version", "ovi_cli.resume")
 # (importer, imported): upward imports that are allowed, and why
 EXCEPTIONS = {
     ("ovi_cli", "ovi_cli.prior_pipeline"): "`from ovi_cli import OviPriorPipeline`, diffusers users' entry (lazy)",

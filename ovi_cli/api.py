@@ -468,4 +468,4 @@ class SetMetric(Plugin):
 
 
 # ---- image sources for build-stats (the base lives in the stats layer) -----------------------------
-from ovi_stats.sources import ImageSource, SourceSample  # noqa: E402,F401 - re-exported for plugin authors
+from ovi_stats.sources import EmbeddingChunk, ImageSource, SourceSample  # noqa: E402,F401 - re-exported for plugin authors

@@ -135,10 +135,15 @@ class NearestNeighborConstraint(Constraint):
     `--option nn.search` (`auto` | `matmul` | `faiss`, see `choose_search`): either one exact
     matmul against the store's normalised embeddings kept on the device (`device-matmul`: no host
     round trip per step) or the store's faiss index on the host (`faiss-flat`, `faiss-hnsw`,
-    `faiss-ivf`). The term is a cosine, so it does not depend on the stored vectors' scale: the
+    `faiss-ivf`, `faiss-ivfpq`, `faiss-opq`; on the compressed two the store re-ranks
+    `ovi_stats.index.candidates(k)` candidates by their exact cosine to the stored embeddings, and the
+    term uses those stored embeddings, so it is the exact term whenever the true neighbours are among
+    the candidates: benchmarks/scale_nn.py measures how often and by how much). The term is a
+    cosine, so it does not depend on the stored vectors' scale: the
     device path uses the normalised ones, the faiss path the raw ones.
     Sidecar values: `k`, `every`, `search`, `searches` (index searches made for the prompt, the final one
-    included) and `neighbours`: `[{file, id, cosine}]` of the final embedding, nearest first.
+    included) and `neighbours`: `[{file, id, cosine, metadata?}]` of the final embedding, nearest first
+    (`metadata`: the row's key, caption, url ... where the store's source gave them).
     """
 
     name = "nn"
@@ -271,9 +276,13 @@ class NearestNeighborConstraint(Constraint):
             cos = cosine(embeds.float().unsqueeze(1).to(vectors.device), vectors).cpu().tolist()
             ids = ids.cpu().tolist()
         files = self.store.files
+        named = getattr(self.store, "row_metadata", None)  # key, caption, url ... (webdataset, clip-retrieval)
+        rows_meta = named([i for row in ids for i in row]) if named is not None else []
+        meta = {int(i): m for i, m in zip([i for row in ids for i in row], rows_meta) if m}
         out = []
         for b in range(embeds.shape[0]):
-            hits = [{"file": str(files[int(i)]), "id": int(i), "cosine": float(c)} for i, c in zip(ids[b], cos[b])]
+            hits = [{"file": str(files[int(i)]), "id": int(i), "cosine": float(c),
+                     **({"metadata": meta[int(i)]} if int(i) in meta else {})} for i, c in zip(ids[b], cos[b])]
             searches = int(self._searches[b]) if b < self._searches.shape[0] else 0
             out.append({"k": self.k, "every": self.every, "search": self.search_kind, "searches": searches,
                         "neighbours": hits})

@@ -1,20 +1,26 @@
-"""Building a statistics store from a folder of images (or from embedding dumps), streaming.
+"""Building a statistics store from an image source (a folder, webdataset shards, ...) or from
+embeddings (dumps, or an embedding source such as clip-retrieval's output), streaming.
 
-Pipeline: the sorted file list is cut into fixed batches of `batch_size` file positions. Worker
-processes (a torch DataLoader) decode and preprocess whole batches ahead of time while the main
-process encodes the previous one with the vision tower, updates the float64 moments, and appends
-the float16 embeddings to a raw file. Memory stays flat: only a few batches are in flight.
+The source (`ovi_stats.sources.ImageSource`) gives ordered *units* (an image file, a tar shard)
+and each unit's samples. The plan fixes this build's units (`--shard I/N`: a contiguous block of
+whole units while there are enough, else every N-th sample of each unit; `--limit`) and cuts the
+resulting sample stream into fixed batches of `batch_size`. Worker processes (a torch DataLoader
+over `_StreamDecoder`) decode and preprocess whole batches ahead of time (worker w takes batches
+b = w mod W, in order) while the main process encodes the previous one with the vision tower,
+updates the float64 moments, and appends the float16 embeddings and each row's key and metadata
+to raw files. Memory stays flat: only a few batches are in flight.
 
 Large images are decoded at a reduced size (JPEG `draft`, `reduce` otherwise) whose shorter side
 stays at least 4x the encoder's input size, so a batch never holds full-size decodes.
 
 Checkpoints: everything lives in a hidden work folder beside the output (`.NAME.partial/`):
-`plan.json` (files, encoder, batch size, limit, shard, index), `embeddings.f16` (appended rows)
-and `state.safetensors` (moments + next batch + skipped files, one file replaced atomically).
-`--resume` checks the plan (file names inside the image folder, types) and that this run asks the
-same settings (a difference is refused, naming it), reloads the last state, truncates the raw rows
-to the checkpoint, and goes on from the next batch; the batch partition is the same, so the result
-equals an uninterrupted build bit for bit. The store itself only appears at the end, by one rename.
+`plan.json` (source, units, encoder, batch size, limit, shard, index), `embeddings.f16` and
+`rows.jsonl` (appended rows) and `state.safetensors` (moments, next batch, stream position
+(unit, offset), skipped samples: one file replaced atomically). `--resume` checks the plan and
+that this run asks the same source and settings (a difference is refused, naming it), reloads the
+last state, truncates the raw rows to the checkpoint, and goes on from the stream position; the
+batch partition is the same, so the result equals an uninterrupted build bit for bit. The store
+itself only appears at the end, by one rename.
 
 One build at a time per output: the whole build holds the store's lock (`ovi_stats.lock`); a
 second build, resume or merge into the same path is refused with "build in progress (pid N)".
@@ -28,10 +34,10 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -43,15 +49,18 @@ from ovi_cli.outputs import (
     OutputError,
     atomic_write_bytes,
     atomic_write_json,
+    new_file,
     open_append,
     private_dir,
     remove_tree,
     write_errors,
 )
-from ovi_stats.images import IMAGE_EXTENSIONS, BadImage, find_images, load_rgb
-from ovi_stats.index import INDEX_TYPES
+from ovi_cli.reporter import Reporter
+from ovi_stats.images import BadImage, load_rgb
+from ovi_stats.index import DEFAULT_MEMORY, INDEX_TYPES
 from ovi_stats.lock import store_lock
 from ovi_stats.moments import Moments, batch_moments
+from ovi_stats.sources import FolderSource, ImageSource, SourceSample
 from ovi_stats.store import (
     EMBEDDINGS,
     StatsStore,
@@ -63,8 +72,9 @@ from ovi_stats.store import (
 PLAN = "plan.json"
 STATE = "state.safetensors"
 RAW = "embeddings.f16"
-WORK_FILES = (PLAN, STATE, RAW)
-WORK_FORMAT = 1
+ROWS = "rows.jsonl"  # each encoded row's key and metadata, in row order
+WORK_FILES = (PLAN, STATE, RAW, ROWS)
+WORK_FORMAT = 2
 DEFAULT_BATCH_SIZE = 64
 F16_MAX = 65504.0  # embeddings are stored as float16
 
@@ -92,44 +102,102 @@ def work_dir_for(final: Path) -> Path:
     return final.with_name(f".{final.name}.partial")
 
 
+# ---- the sample stream -----------------------------------------------------------------------
+def share_units(units: Sequence[str], shard: tuple[int, int] | None, single: bool,
+                limit: int | None) -> tuple[list[str], list[int] | None]:
+    """This share's units and, when it splits by sample, `[I, N]` (keep every N-th sample of each unit).
+
+    A source with one sample a unit (a folder: a unit is a file) keeps the first `limit` units,
+    then shard I/N's contiguous block of them (so the shards of a limited build merge to it). A
+    source with many samples a unit (tar shards) gives each share a contiguous block of whole units
+    while there are at least N units, and otherwise every unit with every N-th sample of each.
+    """
+    if single:
+        return select_files(units, limit, shard), None
+    if shard is None:
+        return list(units), None
+    if len(units) >= shard[1]:
+        return list(units)[shard_slice(len(units), shard)], None
+    return list(units), [shard[0], shard[1]]
+
+
+def stream(source, units: Sequence[str], start: tuple[int, int], split: Sequence[int] | None
+           ) -> Iterator[tuple[tuple[int, int], SourceSample]]:
+    """`((unit, offset after it), sample)` for every sample of this share from `start` = (unit, offset)."""
+    u0, off0 = start
+    for u in range(u0, len(units)):
+        j = off0 if u == u0 else 0
+        for sample in source.samples(units[u], j):
+            j += 1
+            if split is None or (j - 1) % split[1] == split[0] - 1:
+                yield (u, j), sample
+
+
 # ---- decoding in workers ---------------------------------------------------------------------
-class _BatchDecoder(torch.utils.data.Dataset):
-    """Item b = batch b: (positions, pixel tensor of the good images or None, [(position, reason)])."""
+def _decode_batch(samples: Sequence[tuple[int, SourceSample]], processor, min_side: int | None):
+    """(good [(pos, key, metadata)], pixels or None, bad [(pos, key, reason)]) of one batch."""
+    good, images, bad = [], [], []
+    for pos, s in samples:
+        if s.error is not None:
+            bad.append((pos, s.key, s.error))
+            continue
+        try:
+            images.append(load_rgb(s.image if s.image is not None else s.path, min_side))
+            good.append((pos, s.key, s.metadata))
+        except BadImage as exc:
+            bad.append((pos, s.key, str(exc)))
+    pixels = None
+    if images:
+        try:
+            pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+        except Exception:  # one odd image must not sink its batch: redo one by one
+            keep, rows = [], []
+            for g, im in zip(good, images):
+                try:
+                    rows.append(processor(images=[im], return_tensors="pt")["pixel_values"][0])
+                    keep.append(g)
+                except Exception as exc:
+                    bad.append((g[0], g[1], f"preprocessing failed ({exc.__class__.__name__})"))
+            good = keep
+            pixels = torch.stack(rows) if rows else None
+    return good, pixels, sorted(bad)
 
-    def __init__(self, root: Path, files: Sequence[str], processor, batch_size: int, first_batch: int,
-                 min_side: int | None = None) -> None:
-        self.root, self.files, self.processor = root, files, processor
-        self.batch_size, self.first_batch, self.min_side = batch_size, first_batch, min_side
-        self.n_batches = -(-len(files) // batch_size)
 
-    def __len__(self) -> int:
-        return self.n_batches - self.first_batch
+class _StreamDecoder(torch.utils.data.IterableDataset):
+    """Batches of the share's sample stream, decoded: `(b, good, pixels, bad, (unit, offset) after, count)`.
 
-    def __getitem__(self, item: int):
-        b = self.first_batch + item
-        positions = range(b * self.batch_size, min((b + 1) * self.batch_size, len(self.files)))
-        good, images, bad = [], [], []
-        for pos in positions:
-            try:
-                images.append(load_rgb(self.root / self.files[pos], self.min_side))
-                good.append(pos)
-            except BadImage as exc:
-                bad.append((pos, str(exc)))
-        pixels = None
-        if images:
-            try:
-                pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
-            except Exception:  # one odd image must not sink its batch: redo one by one
-                keep, rows = [], []
-                for pos, im in zip(good, images):
-                    try:
-                        rows.append(self.processor(images=[im], return_tensors="pt")["pixel_values"][0])
-                        keep.append(pos)
-                    except Exception as exc:
-                        bad.append((pos, f"preprocessing failed ({exc.__class__.__name__})"))
-                good = keep
-                pixels = torch.stack(rows) if rows else None
-        return b, good, pixels, sorted(bad)
+    Batch b is samples [b * size, (b + 1) * size) of the stream counted from the resume point, the
+    same partition whatever the worker count. With W workers, worker w decodes the batches
+    b = w (mod W) and passes over the others' samples without decoding them (a folder's samples
+    are file paths; a tar's are read, not decoded), and the DataLoader hands them back in order.
+    """
+
+    def __init__(self, source, run: _Run, processor, min_side: int | None) -> None:
+        self.source, self.units, self.split = source, run.files, run.plan.get("split")
+        self.size, self.first_batch, self.processor, self.min_side = run.batch_size, run.state.next_batch, \
+            processor, min_side
+        self.start = (run.state.unit, run.state.offset)
+        self.limit_left = None if run.plan.get("sample_limit") is None else run.plan["sample_limit"] - run.state.done
+        self.done = run.state.done
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        me, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        b, batch, count, after = self.first_batch, [], 0, self.start
+        pos = self.done
+        for after, sample in stream(self.source, self.units, self.start, self.split):
+            if self.limit_left is not None and pos - self.done >= self.limit_left:
+                break
+            if (b - self.first_batch) % workers == me:
+                batch.append((pos, sample))
+            count += 1
+            pos += 1
+            if count == self.size:
+                if batch:
+                    yield (b, *_decode_batch(batch, self.processor, self.min_side), after, count)
+                b, batch, count = b + 1, [], 0
+        if count and (b - self.first_batch) % workers == me:
+            yield (b, *_decode_batch(batch, self.processor, self.min_side), after, count)
 
 
 def _identity(x):
@@ -146,6 +214,11 @@ class BuildState:
     next_batch: int
     moments: Moments
     skipped: list[dict] = field(default_factory=list)  # {"pos", "path", "reason"}
+    done: int = 0  # samples of the stream finished (encoded or skipped)
+    unit: int = 0  # the stream goes on at this unit ...
+    offset: int = 0  # ... after this many of its samples
+    rows_bytes: int = 0  # length of rows.jsonl at this checkpoint
+    finished: bool = False  # the stream ended
 
     def save(self, work: Path) -> None:
         from safetensors.torch import save
@@ -154,7 +227,9 @@ class BuildState:
         tensors = {"n": torch.tensor(m.n, dtype=torch.int64), "mean": torch.from_numpy(m.mean.copy()),
                    "m2": torch.from_numpy(np.ascontiguousarray(m.m2)), "m3": torch.from_numpy(m.m3.copy()),
                    "q4": torch.tensor(m.q4, dtype=torch.float64)}
-        meta = {"state": json.dumps({"next_batch": self.next_batch, "skipped": self.skipped})}
+        meta = {"state": json.dumps({"next_batch": self.next_batch, "skipped": self.skipped, "done": self.done,
+                                     "unit": self.unit, "offset": self.offset, "rows_bytes": self.rows_bytes,
+                                     "finished": self.finished})}
         atomic_write_bytes(work / STATE, save(tensors, metadata=meta))
 
     @classmethod
@@ -167,7 +242,8 @@ class BuildState:
                 meta = json.loads(f.metadata()["state"])
                 t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
             m = Moments(int(t["n"]), t["mean"].numpy(), t["m2"].numpy(), t["m3"].numpy(), float(t["q4"]))
-            state = cls(int(meta["next_batch"]), m, list(meta["skipped"]))
+            state = cls(int(meta["next_batch"]), m, list(meta["skipped"]), int(meta["done"]), int(meta["unit"]),
+                        int(meta["offset"]), int(meta["rows_bytes"]), bool(meta["finished"]))
         except Exception as exc:  # noqa: BLE001 - SafetensorError, KeyError, JSON ...: a damaged file
             raise _damaged(work, f"{STATE}: {first_line(exc)}") from None
         problem = state.problem(plan)
@@ -177,27 +253,21 @@ class BuildState:
 
     def problem(self, plan: dict) -> str | None:
         files, dim, bs = plan["files"], plan["dim"], plan["batch_size"]
-        done = min(self.next_batch * bs, len(files))
         m = self.moments
-        if not 0 <= self.next_batch <= -(-len(files) // bs):
+        if not 0 <= self.unit <= len(files) or self.offset < 0 or self.rows_bytes < 0:
+            return f"stream position {self.unit}/{self.offset} is out of range"
+        if not 0 <= self.done <= self.next_batch * bs or self.next_batch < 0:
+            return f"next batch {self.next_batch} is out of range"
+        if plan.get("single") and self.done != min(self.next_batch * bs, len(files)):
             return f"next batch {self.next_batch} is out of range"
         if tuple(m.mean.shape) != (dim,) or tuple(m.m2.shape) != (dim, dim):
             return f"moments of dimension {m.dim}, the plan says {dim}"
-        if not all(isinstance(s, dict) and isinstance(s.get("pos"), int) and 0 <= s["pos"] < done
+        if not all(isinstance(s, dict) and isinstance(s.get("pos"), int) and 0 <= s["pos"] < self.done
                    for s in self.skipped):
             return "a skipped entry does not name a finished file"
-        if m.n + len(self.skipped) != done:
-            return f"{m.n} embeddings + {len(self.skipped)} skipped files != {done} files done"
+        if m.n + len(self.skipped) != self.done:
+            return f"{m.n} embeddings + {len(self.skipped)} skipped files != {self.done} files done"
         return None
-
-
-@dataclass
-class BuildProgress:
-    done: int  # file positions finished (this run and before)
-    total: int
-    encoded: int  # embeddings so far
-    skipped: int
-    rate: float  # images/s in this run
 
 
 @dataclass
@@ -205,8 +275,8 @@ class BuildResult:
     store: StatsStore
     skipped: list[dict]
     seconds: float
-    processed: int  # files handled in this run (encoded or skipped)
-    resumed_from: int  # file positions already done when this run started
+    processed: int  # samples handled in this run (encoded or skipped)
+    resumed_from: int  # samples already done when this run started
 
 
 def _reason_summary(skipped: Sequence[dict]) -> str:
@@ -235,19 +305,21 @@ def plan_problem(plan: object) -> str | None:
     files = plan.get("files")
     if not isinstance(files, list) or not files or not all(_safe_relative(f) for f in files):
         return "files must be a non-empty list of paths inside the image folder"
-    for key in ("batch_size", "dim"):
+    for key in ("batch_size", "dim", "index_memory"):
         if not isinstance(plan.get(key), int) or isinstance(plan.get(key), bool) or plan[key] < 1:
             return f"{key} must be a positive integer"
-    if not isinstance(plan.get("source_dir"), str) or not isinstance(plan.get("encoder"), dict):
-        return "source_dir and encoder are missing"
+    if not isinstance(plan.get("source_dir"), str) or not isinstance(plan.get("encoder"), dict) \
+            or not isinstance(plan.get("source"), dict):
+        return "source, source_dir and encoder are missing"
     if plan.get("index") not in INDEX_TYPES:
         return f"index {plan.get('index')!r} is not one of {', '.join(INDEX_TYPES)}"
-    limit, shard = plan.get("limit"), plan.get("shard")
+    limit, shard, split = plan.get("limit"), plan.get("shard"), plan.get("split")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         return "limit must be null or a positive integer"
-    if shard is not None and not (isinstance(shard, list) and len(shard) == 2 and all(isinstance(x, int) for x in shard)
-                                  and 1 <= shard[0] <= shard[1]):
-        return "shard must be null or [I, N]"
+    for name, value in (("shard", shard), ("split", split)):
+        if value is not None and not (isinstance(value, list) and len(value) == 2
+                                      and all(isinstance(x, int) for x in value) and 1 <= value[0] <= value[1]):
+            return f"{name} must be null or [I, N]"
     return None
 
 
@@ -270,33 +342,42 @@ def _shown(key: str, value: object) -> str:
     return str(value)
 
 
+RESUMED_SETTINGS = (("limit", "--limit"), ("shard", "--shard"), ("batch_size", "--batch-size"), ("index", "--index"),
+                    ("index_memory", "--index-memory"))
+AS_PLANNED = ("batch_size", "index", "index_memory")  # asked as None: "as the interrupted build had it"
+
+
 def changed_settings(plan: dict, asked: dict) -> list[str]:
     """`--flag OLD (now NEW)` for each setting this run asks differently from the plan.
 
-    `batch_size` and `index` asked as None mean "as planned"; `limit` and `shard` are compared as
+    What differs is the one resume policy's answer (`ovi_cli.resume.settings_differences`);
+    the wording is build-stats' own (`(now ...)`, as its tests and users know it). `batch_size`,
+    `index` and `index_memory` asked as None mean "as planned"; `limit` and `shard` are compared as
     given (None = all files, no shard), since they decide which files the store holds.
     """
-    out = []
-    for key, flag in (("limit", "--limit"), ("shard", "--shard"), ("batch_size", "--batch-size"), ("index", "--index")):
-        new, old = asked.get(key), plan.get(key)
-        if key in ("batch_size", "index") and new is None:
-            continue
-        if new != old:
-            out.append(f"{flag} {_shown(key, old)} (now {_shown(key, new)})")
-    return out
+    from ovi_cli.resume import settings_differences
+
+    old = {key: plan.get(key) for key, _ in RESUMED_SETTINGS}
+    new = {key: plan.get(key) if key in AS_PLANNED and asked.get(key) is None else asked.get(key)
+           for key, _ in RESUMED_SETTINGS}
+    differs = {name for name, _, _ in settings_differences(old, new)}
+    return [f"{flag} {_shown(key, old[key])} (now {_shown(key, new[key])})"
+            for key, flag in RESUMED_SETTINGS if key in differs]
 
 
 def check_resumable(work: Path, plan: dict, asked: dict) -> None:
-    """Refuse to resume with another encoder, image folder or build settings (naming them)."""
+    """Refuse to resume with another encoder, source or build settings (naming them)."""
     enc, want = plan["encoder"], asked["encoder"]
     if enc.get("fingerprint") != want["fingerprint"]:
         raise OviError(
             f"the interrupted build at {str(work)!r} used encoder {enc.get('source')!r} "
             f"(fingerprint {enc.get('fingerprint')}), not {want['source']!r} "
             f"(fingerprint {want['fingerprint']}); use the same --encoder-model or --force")
-    if plan["source_dir"] != asked["source_dir"]:
-        raise OviError(f"the interrupted build at {str(work)!r} reads {plan['source_dir']!r}, "
-                       f"not {asked['source_dir']!r}")
+    if plan["source_dir"] != asked["source_dir"] or plan["source"] != asked["source"]:
+        was = plan["source"].get("spec", plan["source_dir"])
+        now = asked["source"]
+        raise OviError(f"the interrupted build at {str(work)!r} reads {was!r} ({plan['source'].get('source')}), "
+                       f"not {now.get('spec')!r} ({now.get('source')})")
     changed = changed_settings(plan, asked)
     if changed:
         raise OviError(f"--resume: the interrupted build at {str(work)!r} was started with other settings: "
@@ -313,18 +394,21 @@ def check_work_dir(work: Path) -> None:
                        "it: move it away")
 
 
-def new_plan(work: Path, root: Path, asked: dict) -> dict:
-    """List the images, fix the plan, and create the work folder holding it (removed if that fails)."""
-    files_all = find_images(root)
-    if not files_all:
-        raise OviError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) under {str(root)!r}")
+def new_plan(work: Path, source, asked: dict) -> dict:
+    """List the source's units, fix the plan, and create the work folder holding it (removed if that fails)."""
+    units_all = source.units()
+    if not units_all:
+        raise OviError(f"nothing to read in {source.spec!r} (source {source.name})")
     shard = tuple(asked["shard"]) if asked["shard"] else None
-    files = select_files(files_all, asked["limit"], shard)
+    single = bool(getattr(source, "single_sample_units", False))
+    files, split = share_units(units_all, shard, single, asked["limit"])
     if not files:
-        raise OviError(f"shard {shard[0]}/{shard[1]} of {len(files_all)} images is empty" if shard
+        raise OviError(f"shard {shard[0]}/{shard[1]} of {len(units_all)} images is empty" if shard
                        else "no images selected")
-    plan = {**asked, "work_format": WORK_FORMAT, "files": files,
-            "batch_size": asked["batch_size"] or DEFAULT_BATCH_SIZE, "index": asked["index"] or "auto"}
+    plan = {**asked, "work_format": WORK_FORMAT, "files": files, "split": split, "single": single,
+            "sample_limit": None if single else asked["limit"],
+            "batch_size": asked["batch_size"] or DEFAULT_BATCH_SIZE, "index": asked["index"] or "auto",
+            "index_memory": asked["index_memory"] or DEFAULT_MEMORY}
     with write_errors(work, "create the work folder"):
         work.mkdir(parents=True)
     try:
@@ -335,7 +419,7 @@ def new_plan(work: Path, root: Path, asked: dict) -> dict:
     return plan
 
 
-def open_work(work: Path, root: Path, asked: dict, *, resume: bool, force: bool) -> tuple[dict, BuildState]:
+def open_work(work: Path, source, asked: dict, *, resume: bool, force: bool) -> tuple[dict, BuildState]:
     """The plan and last checkpoint to continue from (`--resume`), or a new plan.
 
     A work folder without a plan (a start that failed) holds nothing to resume and is replaced;
@@ -354,7 +438,7 @@ def open_work(work: Path, root: Path, asked: dict, *, resume: bool, force: bool)
             raise OviError(f"an interrupted build exists at {str(work)!r}: rerun with --resume to continue it, "
                            "or --force to start over")
         remove_tree(work)
-    plan = new_plan(work, root, asked)
+    plan = new_plan(work, source, asked)
     return plan, BuildState(0, Moments.empty(plan["dim"]))
 
 
@@ -363,12 +447,16 @@ def open_work(work: Path, root: Path, asked: dict, *, resume: bool, force: bool)
 class _Run:
     """One run of a build: what it reads, where it writes, and how far it is."""
 
-    root: Path
+    source: Any
     work: Path
     plan: dict
     state: BuildState
     resumed_from: int = 0
     encoded: int = 0  # embeddings added in this run
+
+    @property
+    def root(self) -> Path:
+        return Path(self.plan["source_dir"])
 
     @property
     def files(self) -> list[str]:
@@ -383,8 +471,8 @@ class _Run:
         return int(self.plan["dim"])
 
 
-def _open_raw(run: _Run) -> IO[bytes]:
-    """The raw rows file, cut back to the last checkpoint (rows written after it are dropped)."""
+def _open_raw(run: _Run) -> tuple[IO[bytes], IO[bytes]]:
+    """The raw rows file and the rows' keys file, cut back to the last checkpoint."""
     path = run.work / RAW
     keep = run.state.moments.n * run.dim * 2
     raw = open_append(path)
@@ -393,12 +481,17 @@ def _open_raw(run: _Run) -> IO[bytes]:
         raw.close()
         raise _damaged(run.work, f"{RAW} holds {size // (run.dim * 2)} rows, the checkpoint {run.state.moments.n}")
     raw.truncate(keep)
-    return raw
+    rows = open_append(run.work / ROWS)
+    if os.fstat(rows.fileno()).st_size < run.state.rows_bytes:
+        raw.close()
+        rows.close()
+        raise _damaged(run.work, f"{ROWS} is shorter than the checkpoint says")
+    rows.truncate(run.state.rows_bytes)
+    return raw, rows
 
 
 def _loader(run: _Run, encoders, workers: int | None):
-    decoder = _BatchDecoder(run.root, run.files, encoders.image_processor, run.batch_size, run.state.next_batch,
-                            min_side=getattr(encoders, "image_size", None))
+    decoder = _StreamDecoder(run.source, run, encoders.image_processor, getattr(encoders, "image_size", None))
     n_workers = default_workers() if workers is None else int(workers)
     side = getattr(encoders, "image_size", None) or 224
     check_worker_file_limit(n_workers, min(run.batch_size, len(run.files)) * 3 * side * side * 4)  # float32 pixels
@@ -409,54 +502,69 @@ def _loader(run: _Run, encoders, workers: int | None):
     )
 
 
-def _fold(run: _Run, encoders, item, raw: IO[bytes], fold_device: torch.device) -> None:
+def _fold(run: _Run, encoders, item, raw: IO[bytes], rows_out: IO[bytes], fold_device: torch.device) -> None:
     """Encode one decoded batch, fold it into the moments, append its rows, record its skips."""
-    b, good, pixels, bad = item
+    b, good, pixels, bad, after, count = item
     if pixels is not None:
         rows = encoders.encode_pixels(pixels).float()
         finite = torch.isfinite(rows).all(dim=1)
         if not bool(finite.all()):
             flags = finite.cpu().tolist()
-            bad = sorted(bad + [(p, "encoder gave non-finite values") for p, ok in zip(good, flags) if not ok])
+            bad = sorted(bad + [(g[0], g[1], "encoder gave non-finite values") for g, ok in zip(good, flags) if not ok])
+            good = [g for g, ok in zip(good, flags) if ok]
             rows = rows[finite]
         if len(rows):
             run.state.moments = run.state.moments.merge(batch_moments(rows.to(fold_device)))
             raw.write(rows.half().cpu().numpy().tobytes())
+            lines = b"".join((json.dumps({"key": key, "metadata": meta}, ensure_ascii=False, default=str) + "\n")
+                             .encode("utf-8") for _, key, meta in good)
+            rows_out.write(lines)
+            run.state.rows_bytes += len(lines)
             run.encoded += len(rows)
-    run.state.skipped.extend({"pos": p, "path": run.files[p], "reason": r} for p, r in bad)
+    run.state.skipped.extend({"pos": p, "path": key, "reason": r} for p, key, r in bad)
     run.state.next_batch = b + 1
+    run.state.done += count
+    run.state.unit, run.state.offset = after
 
 
-def _checkpoint(run: _Run, raw: IO[bytes]) -> None:
-    raw.flush()
-    os.fsync(raw.fileno())
+def _checkpoint(run: _Run, raw: IO[bytes], rows: IO[bytes]) -> None:
+    for f in (raw, rows):
+        f.flush()
+        os.fsync(f.fileno())
     run.state.save(run.work)
 
 
 def encode_all(run: _Run, encoders, *, workers: int | None, checkpoint_seconds: float,
-               on_progress: Callable[[BuildProgress], None] | None,
-               on_batch: Callable[[int], None] | None) -> None:
+               reporter: Reporter | None, on_batch: Callable[[int], None] | None) -> None:
     """Decode and encode every remaining batch, checkpointing every `checkpoint_seconds`."""
     # fold on the encoder's device (float64; MPS has none, so CPU there): on a GPU this keeps the
     # O(B D^2) update off the host, between two encoder calls
     dev = torch.device(getattr(encoders, "device", "cpu"))
     fold_device = dev if dev.type in ("cpu", "cuda") else torch.device("cpu")
     run.state.moments = run.state.moments.to_torch(fold_device)
-    start, last_ckpt, total = time.perf_counter(), time.monotonic(), len(run.files)
+    start, last_ckpt = time.perf_counter(), time.monotonic()
+    total = len(run.files) if run.plan.get("single") else run.plan.get("sample_limit")
+    reporter = reporter or Reporter()
+    reporter.start("encoding images", total)
+    if run.state.done:
+        reporter.advance(run.state.done, "")
     try:
-        with _open_raw(run) as raw:
-            for item in _loader(run, encoders, workers):
-                _fold(run, encoders, item, raw, fold_device)
-                if time.monotonic() - last_ckpt >= checkpoint_seconds:
-                    _checkpoint(run, raw)
-                    last_ckpt = time.monotonic()
-                if on_progress is not None:
-                    done = min(run.state.next_batch * run.batch_size, total)
-                    rate = (done - run.resumed_from) / max(time.perf_counter() - start, 1e-9)
-                    on_progress(BuildProgress(done, total, run.state.moments.n, len(run.state.skipped), rate))
-                if on_batch is not None:
-                    on_batch(item[0])
-            _checkpoint(run, raw)
+        raw, rows = _open_raw(run)
+        with raw, rows:
+            if not run.state.finished:
+                for item in _loader(run, encoders, workers):
+                    before = run.state.done
+                    _fold(run, encoders, item, raw, rows, fold_device)
+                    if time.monotonic() - last_ckpt >= checkpoint_seconds:
+                        _checkpoint(run, raw, rows)
+                        last_ckpt = time.monotonic()
+                    rate = (run.state.done - run.resumed_from) / max(time.perf_counter() - start, 1e-9)
+                    reporter.advance(run.state.done - before,
+                                     f"{rate:.1f} img/s, {len(run.state.skipped)} skipped")
+                    if on_batch is not None:
+                        on_batch(item[0])
+            run.state.finished = True
+            _checkpoint(run, raw, rows)
     except OSError as exc:  # disk full, folder removed, ...: one line; the last checkpoint stays
         raise OviError(f"cannot write the build in {str(run.work)!r}: {exc.strerror or exc}; fix that and rerun "
                        "with --resume") from exc
@@ -482,6 +590,12 @@ def _write_embeddings(run: _Run, tmp: Path) -> None:
     del emb, src
 
 
+def _rows(run: _Run) -> Iterator[dict]:
+    with open(run.work / ROWS, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
 def finish(run: _Run, final: Path) -> StatsStore:
     """Write the store from the finished run and remove the work folder.
 
@@ -493,17 +607,18 @@ def finish(run: _Run, final: Path) -> StatsStore:
         shutil.rmtree(run.work, ignore_errors=True)
         what = "no valid image" if run.state.moments.n == 0 else "only 1 valid image (a store needs at least 2)"
         detail = f" ({len(skipped)} skipped: {_reason_summary(skipped)})" if skipped else ""
-        raise OviError(f"{what} in {str(run.root)!r}{detail}; nothing written")
-    bad_pos = {int(s["pos"]) for s in run.state.skipped}
-    good_files = [f for pos, f in enumerate(run.files) if pos not in bad_pos]
+        raise OviError(f"{what} in {str(run.source.spec)!r}{detail}; nothing written")
     plan = run.plan
     extra = {"build": {"batch_size": run.batch_size, "limit": plan.get("limit"), "shard": plan.get("shard"),
-                       "files_seen": len(run.files)}}
+                       "files_seen": run.state.done, "source": plan["source"]}}
+    rows_meta = ({"key": r["key"], **r["metadata"]} for r in _rows(run)) \
+        if getattr(run.source, "row_metadata", False) else None
     tmp = private_dir(final)
     try:
         _write_embeddings(run, tmp)
-        store = finalize_store(final, tmp, run.state.moments, good_files, encoder=plan["encoder"],
-                               source_dir=str(run.root), skipped=skipped, index=plan["index"], extra_meta=extra)
+        store = finalize_store(final, tmp, run.state.moments, (r["key"] for r in _rows(run)), encoder=plan["encoder"],
+                               source_dir=str(run.root), skipped=skipped, index=plan["index"], extra_meta=extra,
+                               index_memory=plan["index_memory"], rows_meta=rows_meta)
     except OutputError:
         raise
     except OviError:
@@ -527,8 +642,18 @@ def check_build_numbers(batch_size: int | None, limit: int | None, workers: int 
     check_float(checkpoint_seconds, "--checkpoint-every", minimum=0)
 
 
+def as_source(source: str | os.PathLike | ImageSource) -> ImageSource:
+    """A source object: a path is an image folder (`FolderSource`); anything else must be a source."""
+    if isinstance(source, ImageSource):
+        return source
+    root = Path(source).expanduser().absolute()
+    if not root.is_dir():
+        raise OviError(f"{str(source)!r} is not a folder")
+    return FolderSource(str(root))
+
+
 def build_stats(
-    source_dir: str | os.PathLike,
+    source: str | os.PathLike | ImageSource,
     out: str | os.PathLike,
     encoders,
     *,
@@ -536,41 +661,46 @@ def build_stats(
     limit: int | None = None,
     workers: int | None = None,
     index: str | None = None,
+    index_memory: int | None = None,
     shard: tuple[int, int] | None = None,
     resume: bool = False,
     force: bool = False,
     checkpoint_seconds: float = 60.0,
-    on_progress: Callable[[BuildProgress], None] | None = None,
+    reporter: Reporter | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> BuildResult:
-    """Encode every image under `source_dir` and write a store at `out` (see the module docstring).
+    """Encode every image of `source` (an image folder's path, or an `ImageSource`) and write a
+    store at `out` (see the module docstring).
 
-    `batch_size` / `index` None: the interrupted build's on `resume`, else 64 / auto.
-    `on_batch(b)` is called after batch b is folded in (and checkpointed when due); tests use it
-    to interrupt a build.
+    `batch_size` / `index` / `index_memory` None: the interrupted build's on `resume`, else
+    64 / auto / 4 GiB. Progress goes to `reporter` (`start`, `advance`). `on_batch(b)` is called
+    after batch b is folded in (and checkpointed when due); tests use it to interrupt a build.
     """
     start_time = time.perf_counter()
-    root = Path(source_dir).expanduser().absolute()
     final = Path(out).expanduser().absolute()
     check_build_numbers(batch_size, limit, workers, checkpoint_seconds)
     if index is not None and index not in INDEX_TYPES:
         raise OviError(f"--index must be one of {', '.join(INDEX_TYPES)}, got {index!r}")
-    if not root.is_dir():
-        raise OviError(f"{str(source_dir)!r} is not a folder")
-    asked = {"source_dir": str(root), "encoder": {"source": encoders.source, "fingerprint": encoders.fingerprint()},
+    src = as_source(source)
+    if src.yields != "images":
+        raise OviError(f"source {src.name!r} holds embeddings: build it with --from-embeddings")
+    src.check()
+    root = Path(src.root())
+    asked = {"source_dir": str(root), "source": src.describe(),
+             "encoder": {"source": encoders.source, "fingerprint": encoders.fingerprint()},
              "dim": int(encoders.embed_dim), "limit": limit, "shard": list(shard) if shard else None,
-             "batch_size": batch_size, "index": index}
+             "batch_size": batch_size, "index": index, "index_memory": index_memory}
     with store_lock(final):
         check_store_target(final, force=force, inputs=[root], what="the image folder")
         work = work_dir_for(final)
-        plan, state = open_work(work, root, asked, resume=resume, force=force)
-        run = _Run(root, work, plan, state)
-        run.resumed_from = min(state.next_batch * run.batch_size, len(run.files))
-        encode_all(run, encoders, workers=workers, checkpoint_seconds=checkpoint_seconds, on_progress=on_progress,
+        plan, state = open_work(work, src, asked, resume=resume, force=force)
+        run = _Run(src, work, plan, state)
+        run.resumed_from = state.done
+        encode_all(run, encoders, workers=workers, checkpoint_seconds=checkpoint_seconds, reporter=reporter,
                    on_batch=on_batch)
         store = finish(run, final)
     return BuildResult(store, [{"path": s["path"], "reason": s["reason"]} for s in run.state.skipped],
-                       time.perf_counter() - start_time, len(run.files) - run.resumed_from, run.resumed_from)
+                       time.perf_counter() - start_time, run.state.done - run.resumed_from, run.resumed_from)
 
 
 # ---- from embedding dumps --------------------------------------------------------------------
@@ -637,6 +767,7 @@ def build_from_embeddings(
     index: str = "auto",
     force: bool = False,
     chunk: int = 8192,
+    index_memory: int = DEFAULT_MEMORY,
 ) -> StatsStore:
     """A store from embedding dumps (rows in the order given), streaming, without encoding."""
     final = Path(out).expanduser().absolute()
@@ -663,7 +794,7 @@ def build_from_embeddings(
         try:
             moments = _copy_rows(sources, tmp, total, width, chunk)
             return finalize_store(final, tmp, moments, files, encoder=encoder, source_dir=None, index=index,
-                                  extra_meta=extra)
+                                  extra_meta=extra, index_memory=index_memory)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -691,3 +822,76 @@ def _copy_rows(sources, tmp: Path, total: int, width: int, chunk: int) -> Moment
         emb.flush()
     del emb
     return moments
+
+
+def build_from_source_embeddings(
+    source: ImageSource,
+    out: str | os.PathLike,
+    encoder: dict,
+    *,
+    dim: int | None = None,
+    index: str = "auto",
+    index_memory: int = DEFAULT_MEMORY,
+    force: bool = False,
+    chunk: int = 8192,
+    reporter: Reporter | None = None,
+) -> StatsStore:
+    """A store from an embedding source (e.g. clip-retrieval's `img_emb/` + `metadata/`), streaming.
+
+    The width is checked against `dim` from the files' headers before any row is read; rows are
+    read `chunk` at a time (memory bounded by the chunk, not the count), their moments folded in
+    float64, the float16 rows copied into the store, keys and metadata streamed to a side file
+    and from it into `files.json` / `metadata.jsonl`.
+    """
+    final = Path(out).expanduser().absolute()
+    root = Path(source.root())
+    check_store_target(final, force=force, inputs=[root], what="the embeddings folder")
+    source.check()
+    width = int(source.embedding_dim())
+    if dim is not None and width != dim:
+        raise OviError(f"the embeddings in {source.spec!r} are {width}-d but encoder {encoder.get('source')!r} "
+                       f"gives {dim}-d embeddings")
+    total = int(source.embedding_count())
+    reporter = reporter or Reporter()
+    side = final.with_name(f".{final.name}.rows.partial")
+    with store_lock(final):
+        check_store_target(final, force=force, inputs=[root], what="the embeddings folder")
+        tmp = private_dir(final)
+        try:
+            moments = Moments.empty(width)
+            row = 0
+            reporter.start("reading embeddings", total)
+            # written through a file handle, not a memory map, so memory stays flat whatever the count
+            with write_errors(tmp / EMBEDDINGS), new_file(tmp / EMBEDDINGS) as emb, \
+                    write_errors(side), open(side, "wb") as rows_out:
+                np.lib.format.write_array_header_2_0(
+                    emb, {"descr": np.dtype(np.float16).str, "fortran_order": False, "shape": (total, width)})
+                for c in source.embedding_chunks(chunk):
+                    block = np.asarray(c.embeddings, dtype=np.float64)
+                    if block.ndim != 2 or block.shape[1] != width or row + len(block) > total:
+                        raise OviError(f"{c.where}: {block.shape} rows do not fit the {total} x {width} announced")
+                    if not np.isfinite(block).all():
+                        raise OviError(f"{c.where}: NaN or infinite values")
+                    if len(block) and float(np.abs(block).max()) > F16_MAX:
+                        raise OviError(f"{c.where}: values beyond float16's range (+-{F16_MAX:g})")
+                    moments = moments.merge(batch_moments(block))
+                    emb.write(block.astype(np.float16).tobytes())
+                    row += len(block)
+                    rows_out.write(b"".join((json.dumps(m, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+                                            for m in c.metadata))
+                    reporter.advance(len(block), "")
+            if row != total:
+                raise OviError(f"{source.spec!r}: read {row} rows, the headers announced {total}")
+
+            def side_rows() -> Iterator[dict]:
+                with open(side, encoding="utf-8") as f:
+                    for line in f:
+                        yield json.loads(line)
+
+            extra = {"build": {"source": source.describe(), "chunk": chunk}}
+            return finalize_store(final, tmp, moments, (r["key"] for r in side_rows()), encoder=encoder,
+                                  source_dir=str(root), index=index, extra_meta=extra, index_memory=index_memory,
+                                  rows_meta=side_rows() if source.row_metadata else None)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            side.unlink(missing_ok=True)

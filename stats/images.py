@@ -8,6 +8,7 @@ trusts the content, so a JPEG named `.png` is decoded as the JPEG it is, while a
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -97,22 +98,26 @@ def _decode_reduced(im: Image.Image, min_side: int | None) -> Image.Image:
     return rgb.reduce(factor) if factor > 1 else rgb
 
 
-def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
-    """Decode the (first frame of the) image at `path` to an RGB PIL image, or raise `BadImage`.
+def load_rgb(path: str | os.PathLike | bytes, min_side: int | None = None) -> Image.Image:
+    """Decode the (first frame of the) image at `path` (or in these encoded bytes) to an RGB PIL
+    image, or raise `BadImage`.
 
     `min_side`: the encoder's input size; a much larger image is decoded at a reduced size whose
     shorter side stays at least `KEEP` times that (see `_decode_reduced`).
     """
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise BadImage(f"cannot read: {exc.strerror or exc.__class__.__name__}") from exc
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        size, opened = len(path), io.BytesIO(path)
+    else:
+        try:
+            size, opened = os.path.getsize(path), path
+        except OSError as exc:
+            raise BadImage(f"cannot read: {exc.strerror or exc.__class__.__name__}") from exc
     if size == 0:
         raise BadImage("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # palette-with-transparency, EXIF and similar notes
-            with Image.open(path) as im:
+            with Image.open(opened) as im:
                 if im.width < 1 or im.height < 1:
                     raise BadImage("image has no pixels")
                 return _decode_reduced(im, min_side)

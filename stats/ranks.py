@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ovi_cli.errors import OviError
 from ovi_stats.build import BuildResult, build_stats
+from ovi_stats.index import DEFAULT_MEMORY
 from ovi_stats.store import StatsStore, is_store, merge_stores
 
 
@@ -58,7 +59,7 @@ def check_rank_store(final: str | os.PathLike, sub: tuple[int, int], *, resume: 
 
 
 def build_stats_ranked(
-    source_dir: str | os.PathLike,
+    source_dir,  # a folder's path or an `ovi_stats.sources.ImageSource`
     out: str | os.PathLike,
     encoders,
     *,
@@ -91,6 +92,7 @@ def build_stats_ranked(
     if rank != 0:
         return result, None
     stores = [StatsStore(rank_store_path(out, rank_shard(shard, r, world))) for r in range(world)]
-    merged = merge_stores(stores, out, index=index)
+    merged = merge_stores(stores, out, index=index,
+                          index_memory=build_kwargs.get("index_memory") or DEFAULT_MEMORY)
     shutil.rmtree(ranks_dir(out), ignore_errors=True)
     return result, merged

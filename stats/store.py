@@ -51,6 +51,8 @@ from ovi_stats.validate import (
     MARKER,
     META,
     MOMENTS,
+    ROW_META,
+    ROW_OFFSETS,
     STORE_FILES,
     BadStore,
     check_not_overlapping,
@@ -272,17 +274,33 @@ class StatsStore:
                                f"the store {self.count} of dimension {self.dim}")
         return self._index
 
+    @property
+    def compressed(self) -> bool:
+        """The index scores approximately (product-quantised codes): searches re-rank exactly."""
+        return self.index_params.get("type") in nn_index.COMPRESSED
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(cosines [B, k] float32, ids [B, k] int64) of the nearest stored embeddings.
 
-        Queries are raw embeddings [B, D] (L2-normalised here); k is capped at `count`.
+        Queries are raw embeddings [B, D] (L2-normalised here); k is capped at `count`. On a
+        compressed index (ivfpq, opq) the index proposes `nn_index.candidates(k)` rows and they are
+        re-ranked by their exact cosine to the stored embeddings, so the cosines returned are exact
+        and the ids are the exact search's wherever the true neighbours are among the candidates.
         """
         q = np.asarray(queries, dtype=np.float32)
         if q.ndim == 1:
             q = q[None]
         if q.shape[-1] != self.dim:
             raise OviError(f"queries have dimension {q.shape[-1]}, store {self.name!r} has {self.dim}")
-        return nn_index.search(self.index, q, k)
+        if not self.compressed:
+            return nn_index.search(self.index, q, k)
+        k = max(1, min(int(k), self.count))
+        _, ids = nn_index.search(self.index, q, nn_index.candidates(k, self.count))
+        return nn_index.rerank(q, ids, lambda rows: np.asarray(self.embeddings[rows], np.float32), k)
+
+    def row_metadata(self, rows: Sequence[int]) -> list[dict]:
+        """Each row's metadata (key, caption, url, ... as the source gave them; {} when none)."""
+        return read_row_metadata(self.path, rows)
 
     def describe(self) -> dict:
         return {
@@ -292,6 +310,13 @@ class StatsStore:
             "content": self._opened_as,
         }
 
+    def index_bytes(self) -> int:
+        """Size of the index file (what it takes in memory when loaded; IVF lists are memory-mapped)."""
+        try:
+            return int((self.path / INDEX).stat().st_size)
+        except OSError:
+            return 0
+
     def info(self) -> dict:
         """Everything `ovi stats info` shows."""
         d = self.describe()
@@ -299,7 +324,8 @@ class StatsStore:
             mean_norm=float(torch.linalg.vector_norm(self.mean)),
             shrinkage=self.shrinkage, source_dir=self.meta.get("source_dir"),
             created=self.meta.get("created"), ovi_version=self.meta.get("ovi_version"),
-            index_params=self.index_params, skipped=self.skipped,
+            index_params=self.index_params, skipped=self.skipped, index_bytes=self.index_bytes(),
+            recall_at_10=self.index_params.get("recall_at_10"),
         )
         return d
 
@@ -440,20 +466,99 @@ def _store_meta(final: Path, moments: Moments, encoder: dict, source_dir: str | 
     return meta
 
 
+def _write_json_list(handle, items: Iterable[str]) -> int:
+    """Stream `items` into `handle` as one JSON list (constant memory); the number written."""
+    n = 0
+    handle.write(b"[")
+    for item in items:
+        handle.write((b", " if n else b"") + json.dumps(str(item), ensure_ascii=False).encode("utf-8"))
+        n += 1
+    handle.write(b"]")
+    return n
+
+
+def _write_row_metadata(tmp: Path, rows: Iterable[dict]) -> int:
+    """`metadata.jsonl` (one JSON object a row) and `metadata.offsets.npy` (each line's byte offset)."""
+    offsets: list[int] = []
+    pos = 0
+    with write_errors(tmp / ROW_META), new_file(tmp / ROW_META) as handle:
+        for row in rows:
+            line = (json.dumps(row, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+            offsets.append(pos)
+            handle.write(line)
+            pos += len(line)
+    offsets.append(pos)
+    arr = np.asarray(offsets, dtype=np.uint64)
+    with write_errors(tmp / ROW_OFFSETS), new_file(tmp / ROW_OFFSETS) as handle:
+        np.save(handle, arr)
+    return len(offsets) - 1
+
+
+def read_row_metadata(path: Path, rows: Sequence[int]) -> list[dict]:
+    """The metadata objects of `rows` (random access through the offsets; {} for a store without)."""
+    if not (path / ROW_META).is_file() or not (path / ROW_OFFSETS).is_file():
+        return [{} for _ in rows]
+    offsets = np.load(path / ROW_OFFSETS, mmap_mode="r")
+    out = []
+    with open(path / ROW_META, "rb") as f:
+        for r in rows:
+            r = int(r)
+            if not 0 <= r < len(offsets) - 1:
+                out.append({})
+                continue
+            f.seek(int(offsets[r]))
+            try:
+                out.append(json.loads(f.read(int(offsets[r + 1]) - int(offsets[r]))))
+            except ValueError:
+                out.append({})
+    return out
+
+
+RECALL_SAMPLE = 100  # stored rows used as held-out queries for the recall@10 recorded at build time
+RECALL_K = 10
+
+
+def measure_recall(emb: np.ndarray, approx_search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+                   sample: int = RECALL_SAMPLE, k: int = RECALL_K, seed: int = 0) -> dict:
+    """recall@k of `approx_search` against an exact scan, on `sample` stored rows held out as queries.
+
+    Each query is a stored row; its own row is removed from both answers (leave-one-out), so the
+    figure is the recall for a query that is not in the store. The exact side streams every row.
+    """
+    n = len(emb)
+    take = min(sample, n)
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=take, replace=False))
+    q = np.asarray(emb[rows], dtype=np.float32)
+    _, exact = nn_index.exact_top(q, (np.asarray(emb[i : i + CHUNK], np.float32) for i in range(0, n, CHUNK)),
+                                  min(k + 1, n))
+    _, approx = approx_search(q, min(k + 1, n))
+
+    def drop_self(ids: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray([i for i in row if i != r][:k] + [-1] * max(0, k - len(row) + 1))[:k]
+                         for row, r in zip(ids.tolist(), rows.tolist())])
+
+    return {f"recall_at_{k}": round(nn_index.recall_at(drop_self(approx), drop_self(exact)), 4),
+            "recall_queries": int(take)}
+
+
 def finalize_store(
     final: Path,
     tmp: Path,
     moments: Moments,
-    files: Sequence[str],
+    files: Iterable[str],
     *,
     encoder: dict,
     source_dir: str | None = None,
     skipped: Iterable[dict] = (),
     index: str = "auto",
     extra_meta: dict | None = None,
+    index_memory: int = nn_index.DEFAULT_MEMORY,
+    rows_meta: Iterable[dict] | None = None,
 ) -> StatsStore:
     """Complete a store in `tmp` (which already holds embeddings.npy) and move it to `final`.
 
+    `files` (one name a row) and `rows_meta` (one metadata object a row, optional) may be lazy
+    iterables: they are streamed to disk, so memory does not grow with the count.
     Deterministic failures (too few embeddings, zero variance) are `OviError`s; write failures
     are `OutputError`s (one line each). The marker is written last. The caller holds the lock.
     """
@@ -462,10 +567,14 @@ def finalize_store(
     moments = moments.to_numpy()
     if moments.n < 2:
         raise OviError(f"a statistics store needs at least 2 embeddings, got {moments.n}")
-    if len(files) != moments.n:
+    if isinstance(files, Sequence) and len(files) != moments.n:
         raise OviError(f"{len(files)} file names for {moments.n} embeddings")
     if "source" not in encoder or "fingerprint" not in encoder:
         raise ValueError("encoder must give at least 'source' and 'fingerprint'")
+    try:
+        nn_index.resolve_kind(index, moments.n, moments.dim, index_memory)
+    except ValueError as exc:
+        raise OviError(str(exc)) from None
     tensors, shrink = _moment_tensors(moments)
     write = store_files_writer(tmp)
     write(MOMENTS, lambda f: f.write(save(tensors, metadata={"format_version": str(FORMAT_VERSION)})))
@@ -477,9 +586,27 @@ def finalize_store(
         for i in range(0, len(emb), CHUNK):
             yield np.asarray(emb[i : i + CHUNK], dtype=np.float32)
 
-    faiss_index, params = nn_index.build_index(chunks, moments.n, moments.dim, index)
+    try:
+        faiss_index, params = nn_index.build_index(chunks, moments.n, moments.dim, index, memory=index_memory)
+    except ValueError as exc:  # a budget no index fits
+        raise OviError(str(exc)) from None
     write(INDEX, lambda f: nn_index.write_index(faiss_index, f))
-    write(FILES, lambda f: f.write(json.dumps(list(files), ensure_ascii=False).encode("utf-8")))
+    if params["type"] in nn_index.COMPRESSED:
+        def approx(q, k):
+            _, ids = nn_index.search(faiss_index, q, nn_index.candidates(k, moments.n))
+            return nn_index.rerank(q, ids, lambda rows: np.asarray(emb[rows], np.float32), k)
+    else:
+        def approx(q, k):
+            return nn_index.search(faiss_index, q, k)
+    params.update(measure_recall(emb, approx), memory_budget=int(index_memory))
+    counted: list[int] = []
+    write(FILES, lambda f: counted.append(_write_json_list(f, files)))
+    if counted[0] != moments.n:
+        raise OviError(f"{counted[0]} file names for {moments.n} embeddings")
+    if rows_meta is not None:
+        n_meta = _write_row_metadata(tmp, rows_meta)
+        if n_meta != moments.n:
+            raise OviError(f"{n_meta} metadata rows for {moments.n} embeddings")
     meta = _store_meta(final, moments, encoder, source_dir, skipped, params, shrink, extra_meta)
     write(META, lambda f: f.write(json_text(meta, tmp / META).encode("utf-8")))
     write(MARKER, lambda f: f.write(json_text(marker_payload(), tmp / MARKER).encode("utf-8")))
@@ -506,6 +633,7 @@ def write_store(
     index: str = "auto",
     extra_meta: dict | None = None,
     force: bool = True,
+    index_memory: int = nn_index.DEFAULT_MEMORY,
 ) -> StatsStore:
     """Write a store from raw `image_embeds` [N, D] and their N source names (atomic; replaces only
     a store at `path`, and only with `force`)."""
@@ -527,13 +655,24 @@ def write_store(
             out.flush()
             del out
             return finalize_store(final, tmp, m, files, encoder=encoder, source_dir=source_dir, skipped=skipped,
-                                  index=index, extra_meta=extra_meta)
+                                  index=index, extra_meta=extra_meta, index_memory=index_memory)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def iter_row_metadata(store: StatsStore) -> Iterator[dict]:
+    """Every row's metadata object in order, streamed ({"key": file} for a store without metadata)."""
+    if (store.path / ROW_META).is_file():
+        with open(store.path / ROW_META, encoding="utf-8") as f:
+            for line in f:
+                yield json.loads(line)
+    else:
+        for name in store.files:
+            yield {"key": name}
+
+
 def merge_stores(stores: Sequence[StatsStore], out: str | os.PathLike, *, index: str = "auto",
-                 force: bool = True) -> StatsStore:
+                 force: bool = True, index_memory: int = nn_index.DEFAULT_MEMORY) -> StatsStore:
     """One store holding every embedding of `stores` (same encoder), moments merged exactly."""
     if len(stores) < 2:
         raise OviError("merge needs at least two stores")
@@ -551,7 +690,7 @@ def merge_stores(stores: Sequence[StatsStore], out: str | os.PathLike, *, index:
         raise OviError("--out must differ from the stores being merged")
     with store_lock(final):
         check_store_target(final, force=force, inputs=[s.path for s in stores], what="the store")
-        return _merge_into(stores, final, index)
+        return _merge_into(stores, final, index, index_memory)
 
 
 def _rebase(stores: Sequence[StatsStore]) -> tuple[str | None, Callable[[str, StatsStore], str]]:
@@ -593,7 +732,7 @@ def check_distinct(stores: Sequence[StatsStore]) -> None:
                                "merging would count it twice (merge disjoint shards)")
 
 
-def _merge_into(stores: Sequence[StatsStore], final: Path, index: str) -> StatsStore:
+def _merge_into(stores: Sequence[StatsStore], final: Path, index: str, index_memory: int) -> StatsStore:
     first = stores[0]
     common, rebase = _rebase(stores)
 
@@ -618,7 +757,10 @@ def _merge_into(stores: Sequence[StatsStore], final: Path, index: str) -> StatsS
         del out_emb
         merged_from = [{"name": s.name, "path": str(s.path), "count": s.count,
                         "source_dir": s.meta.get("source_dir")} for s in stores]
+        with_meta = any((s.path / ROW_META).is_file() for s in stores)
+        rows_meta = (row for s in stores for row in iter_row_metadata(s)) if with_meta else None
         return finalize_store(final, tmp, moments, files, encoder=first.encoder, source_dir=common,
-                              skipped=skipped, index=index, extra_meta={"merged_from": merged_from})
+                              skipped=skipped, index=index, extra_meta={"merged_from": merged_from},
+                              index_memory=index_memory, rows_meta=rows_meta)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

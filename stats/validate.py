@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ovi_cli.errors import OviError, first_line
+from ovi_stats.index import INDEX_KINDS  # noqa: F401 - re-exported (index.py imports faiss lazily)
 
 FORMAT_VERSION = 1
 META = "meta.json"
@@ -34,10 +35,11 @@ MOMENTS = "moments.safetensors"
 EMBEDDINGS = "embeddings.npy"
 FILES = "files.json"
 INDEX = "index.faiss"
+ROW_META = "metadata.jsonl"  # optional: one JSON object a row (key, caption, url, ... from the source)
+ROW_OFFSETS = "metadata.offsets.npy"  # optional: byte offset of each line of metadata.jsonl (+ the end)
 MARKER = "ovi-store.json"  # written last into every store: what `--force` relies on
 MARKER_KIND = "ovi-statistics-store"
-STORE_FILES = (META, MOMENTS, EMBEDDINGS, FILES, INDEX, MARKER)
-INDEX_KINDS = ("flat", "ivf", "hnsw")
+STORE_FILES = (META, MOMENTS, EMBEDDINGS, FILES, INDEX, MARKER, ROW_META, ROW_OFFSETS)
 MOMENT_SHAPES = {"count": "", "mean": "D", "cov": "DD", "m3": "D", "q4": "", "shrinkage": "",
                  "precision_cholesky": "DD"}
 

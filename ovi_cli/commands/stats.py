@@ -45,9 +45,19 @@ def _count(n: object) -> str:
 
 FLAT_MAX = code_constant("ovi_stats.index", "FLAT_MAX")
 DEFAULT_BATCH_SIZE = code_constant("ovi_stats.build", "DEFAULT_BATCH_SIZE")
-INDEX_HELP = ("Nearest-neighbour index: auto (exact flat up to "
-              + (f"{_count(FLAT_MAX)} images, HNSW above)" if FLAT_MAX else "a size, HNSW above)")
-              + ", flat, ivf or hnsw.")
+INDEX_HELP = ("Nearest-neighbour index: auto, flat (exact), hnsw, ivf, ivfpq or opq (compressed: candidates "
+              "re-ranked exactly).")
+
+
+def _auto_rules() -> str:
+    """`auto`'s rules with the thresholds `ovi_stats.index` uses (read from its source, not imported)."""
+    c = {k: code_constant("ovi_stats.index", k) for k in ("FLAT_MAX", "QUANTIZATION_MIN", "HNSW_M_MIN",
+                                                           "IVF_FLAT_MAX", "PQ_CHOICES")}
+    pq = "/".join(map(str, c["PQ_CHOICES"])) if isinstance(c["PQ_CHOICES"], tuple) else "?"
+    return (f"auto: exact flat up to {_count(c['FLAT_MAX'])} images if 4*N*D bytes fit --index-memory; hnsw below "
+            f"{_count(c['QUANTIZATION_MIN'])} or when M=floor((memory/(4N)-D)/2) >= {c['HNSW_M_MIN']}; ivf below "
+            f"{_count(c['IVF_FLAT_MAX'])} if it fits; else opq with the largest PQ code in {pq} bytes that fits "
+            "(autofaiss's rules).")
 
 
 def _out_path(out: Path | None, name: str | None, default_name: str) -> Path:
@@ -100,37 +110,48 @@ def _print_summary(store, skipped: list[dict], seconds: float | None, json_out: 
 
 def build_stats(
     ctx: typer.Context,
-    paths: Annotated[list[Path] | None, typer.Argument(
-        help="A folder of images (searched recursively), or with --from-embeddings the .npy/.safetensors "
-        "embedding files.", show_default=False, metavar="DIR|FILES")] = None,
+    paths: Annotated[list[str] | None, typer.Argument(
+        help="What to read: a folder of images (searched recursively); webdataset / img2dataset tar shards "
+        "(a brace pattern 'shards/{00000..00099}.tar', tar files, or a folder of tars); with --from-embeddings "
+        "a clip-retrieval output folder (img_emb/ + metadata/) or .npy/.safetensors embedding files.",
+        show_default=False, metavar="SOURCE")] = None,
     encoder_model: options.EncoderModel = DEFAULT_ENCODER_MODEL,
     model: options.Model = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Write the store to this folder (default: $OVI_HOME/stats/NAME).")] = None,
     name: Annotated[str | None, typer.Option(
         help="Name of the store under $OVI_HOME/stats (default: the image folder's name).")] = None,
+    source: Annotated[str | None, typer.Option(
+        "--source", help="Read SOURCE with this image source (see `ovi plugins`; default: the one that "
+        "claims it: clip-retrieval, webdataset, folder, ...).", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option(
         help=f"Images encoded per batch (default {DEFAULT_BATCH_SIZE}; with --resume: the interrupted build's).",
         show_default=False)] = None,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N image files (sorted paths).")] = None,
+    limit: Annotated[int | None, typer.Option(
+        help="Use only the first N image files (sorted paths), or the first N samples of shards.")] = None,
     workers: Annotated[int | None, typer.Option(
         help="Decoding/preprocessing worker processes (0 = in the main process; default: CPUs - 1, "
         "at most 8).")] = None,
     index: Annotated[str | None, typer.Option(
-        help=INDEX_HELP + " Default auto (with --resume: the interrupted build's).", show_default=False)] = None,
+        help=INDEX_HELP + " " + _auto_rules() + " Default auto (with --resume: the interrupted build's).",
+        show_default=False)] = None,
+    index_memory: Annotated[str | None, typer.Option(
+        "--index-memory", help="Memory budget of the index (e.g. 4GB, 512MB; binary units): what `auto` "
+        "and the PQ code size fit (default 4GB).", show_default=False)] = None,
     shard: Annotated[str | None, typer.Option(
-        help="Build only shard I of N (I/N, 1-based, contiguous blocks of the sorted files); "
-        "merge shards with `ovi stats merge`.")] = None,
+        help="Build only shard I of N (I/N, 1-based: contiguous blocks of the sorted files, of whole tar "
+        "shards, or every N-th sample when there are fewer tars than N); merge shards with `ovi stats merge`.")]
+    = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted build from its last "
                                          "checkpoint (refused if --limit/--shard/--batch-size/--index "
                                          "differ from it).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing store (only a folder holding an ovi "
                                         "store and nothing else), or discard an interrupted build.")] = False,
     from_embeddings: Annotated[bool, typer.Option(
-        "--from-embeddings", help="PATHS are embedding dumps ([N, D] .npy, or .safetensors with a tensor "
-        "image_embeds/embeddings) made with --encoder-model: no encoding.")] = False,
+        "--from-embeddings", help="SOURCE holds embeddings made with --encoder-model: a clip-retrieval output "
+        "folder, or [N, D] .npy / .safetensors (tensor image_embeds/embeddings) files; no encoding.")] = False,
     file_list: Annotated[Path | None, typer.Option(
-        help="With --from-embeddings: names of the rows (one per line, or a .json list).")] = None,
+        help="With --from-embeddings FILES: names of the rows (one per line, or a .json list).")] = None,
     checkpoint_every: Annotated[float, typer.Option(
         help="Seconds between checkpoints that --resume continues from (finite, >= 0).")] = 60.0,
     device: options.Device = "auto",
@@ -138,7 +159,8 @@ def build_stats(
     quiet: options.Quiet = False,
     json_out: options.Json = False,
 ) -> None:
-    """Build image statistics and a nearest-neighbour index from a folder of images.
+    """Build image statistics and a nearest-neighbour index from images (a folder, webdataset shards)
+    or from embeddings (clip-retrieval's output, embedding files).
 
     The store is tied to the encoder that made it: build it with the encoder you generate with
     (e.g. --model toy for the toy world).
@@ -150,34 +172,120 @@ def build_stats(
     encoder_model, family = chosen.encoder_model, chosen.encoder_family  # a preset may name another CLIP space
     if index is not None:
         _check_index(index)
+    memory = _index_memory(index_memory)
     build.check_build_numbers(batch_size, limit, workers, checkpoint_every)
     paths = list(paths or [])
     if from_embeddings:
         if shard or resume or limit is not None:
-            raise OviError("--shard, --resume and --limit apply to image folders, not --from-embeddings")
-        _build_from_embeddings(paths, encoder_model, family=family, out=out, name=name, file_list=file_list,
-                               index=index, force=force, json_out=json_out, quiet=quiet)
+            raise OviError("--shard, --resume and --limit apply to images, not --from-embeddings")
+        if len(paths) == 1 and (source is not None or Path(paths[0]).expanduser().is_dir()):
+            if file_list is not None:
+                raise OviError("--file-list applies to embedding files; a clip-retrieval folder names its rows")
+            src = _pick_source(paths[0], source, "embeddings")
+            _build_from_embedding_source(src, encoder_model, family=family, out=out, name=name, index=index,
+                                         memory=memory, force=force, json_out=json_out, quiet=quiet)
+            return
+        _build_from_embeddings([Path(p) for p in paths], encoder_model, family=family, out=out, name=name,
+                               file_list=file_list, index=index, memory=memory, force=force, json_out=json_out,
+                               quiet=quiet)
         return
     if file_list is not None:
         raise OviError("--file-list only applies with --from-embeddings")
-    if len(paths) != 1:
-        raise OviError("give exactly one image folder (or --from-embeddings FILES...)")
-    _build_from_folder(paths[0], encoder_model, family=family, out=out, name=name, shard=shard, index=index,
+    if not paths:
+        raise OviError("give an image folder or shards (or --from-embeddings FOLDER|FILES...)")
+    if len(paths) > 1 and not all(p.endswith(".tar") for p in paths):
+        raise OviError("give exactly one image folder (several paths only as .tar shards)")
+    from ovi_stats.sources import SourceSample  # noqa: F401 - the seam's types load light
+
+    src = _pick_source("::".join(paths), source, "images")
+    _build_from_source(src, encoder_model, family=family, out=out, name=name, shard=shard, index=index, memory=memory,
                        device=device, dtype=dtype, quiet=quiet, json_out=json_out,
                        build_kwargs=dict(batch_size=batch_size, limit=limit, workers=workers, resume=resume,
                                          force=force, checkpoint_seconds=checkpoint_every))
 
 
-def _build_from_embeddings(paths: list[Path], encoder_model: str, *, family: str, out: Path | None, name: str | None,
-                           file_list: Path | None, index: str | None, force: bool, json_out: bool,
-                           quiet: bool) -> None:
-    """`--from-embeddings`: a store from embedding files already computed (one process, no images)."""
+def _index_memory(text: str | None) -> int | None:
+    from ovi_stats.index import parse_memory
+
+    if text is None:
+        return None
+    try:
+        return parse_memory(text)
+    except ValueError as exc:
+        raise OviError(f"--index-memory: {exc}") from None
+
+
+def _pick_source(spec: str, forced: str | None, yields: str):
+    """The image source for `spec`: `--source NAME`, else the highest-priority one that claims it."""
+    from ovi_cli.plugins import get_registry
+
+    reg = get_registry()
+    if forced is not None:
+        cls = reg.get("image_source", forced)
+    else:
+        claiming = [e.cls for e in reg.entries["image_source"].values() if _claims(e.cls, spec)]
+        if not claiming:
+            if yields == "embeddings":
+                raise OviError(f"{spec!r} is not an embeddings folder (clip-retrieval's img_emb/ + metadata/) that a "
+                               "source reads; name one with --source (see `ovi plugins`)")
+            if not Path(spec).expanduser().exists() and ".tar" not in spec:
+                raise OviError(f"{spec!r} is not a folder")
+            raise OviError(f"no image source reads {spec!r} (folders, webdataset .tar shards; see `ovi plugins`)")
+        cls = max(claiming, key=lambda c: getattr(c, "priority", 0))
+    if getattr(cls, "yields", "images") != yields:
+        hint = "add --from-embeddings" if yields == "images" else "drop --from-embeddings"
+        raise OviError(f"source {cls.name!r} yields {cls.yields}, not {yields}: {hint}")
+    src = cls(spec, {})
+    src.check()
+    return src
+
+
+def _claims(cls, spec: str) -> bool:
+    try:
+        return bool(cls.claims(spec))
+    except Exception:  # noqa: BLE001 - a third-party source's bug must not hide the others
+        return False
+
+
+def _build_from_embedding_source(src, encoder_model: str, *, family: str, out: Path | None, name: str | None,
+                                 index: str | None, memory: int | None, force: bool, json_out: bool,
+                                 quiet: bool) -> None:
+    """`--from-embeddings FOLDER`: a store from an embedding source (clip-retrieval), no encoding."""
+    from ovi_cli.console import RichReporter, err_console, make_progress
     from ovi_cli.distributed import launch_from_env
     from ovi_cli.encoders import Encoders
     from ovi_stats import build
+    from ovi_stats.index import DEFAULT_MEMORY
+
+    if launch_from_env().distributed:
+        raise OviError("--from-embeddings runs in one process, not under torchrun")
+    root = Path(src.root())
+    target = _checked_target(_out_path(out, name, root.name or "stats"), force, [root], "the embeddings folder")
+    width = src.embedding_dim()  # from the headers, before the encoder loads
+    encoders = Encoders.load(encoder_model, device="cpu", family=family)
+    if width != encoders.embed_dim:
+        raise OviError(f"the embeddings in {src.spec!r} are {width}-d but encoder {encoders.source!r} gives "
+                       f"{encoders.embed_dim}-d embeddings")
+    progress = make_progress(quiet or not err_console.is_terminal)
+    with progress:
+        store = build.build_from_source_embeddings(
+            src, target, {"source": encoders.source, "fingerprint": encoders.fingerprint()}, dim=encoders.embed_dim,
+            index=index or "auto", index_memory=memory or DEFAULT_MEMORY, force=force,
+            reporter=RichReporter(progress, quiet))
+    _print_summary(store, [], None, json_out, quiet)
+
+
+def _build_from_embeddings(paths: list[Path], encoder_model: str, *, family: str, out: Path | None, name: str | None,
+                           file_list: Path | None, index: str | None, memory: int | None, force: bool,
+                           json_out: bool, quiet: bool) -> None:
+    """`--from-embeddings FILES`: a store from embedding files already computed (one process, no images)."""
+    from ovi_cli.distributed import launch_from_env
+    from ovi_cli.encoders import Encoders
+    from ovi_stats import build
+    from ovi_stats.index import DEFAULT_MEMORY
 
     if not paths:
-        raise OviError("--from-embeddings needs one or more .npy/.safetensors files")
+        raise OviError("--from-embeddings needs a clip-retrieval folder or one or more .npy/.safetensors files")
     if launch_from_env().distributed:
         raise OviError("--from-embeddings runs in one process, not under torchrun")
     target = _checked_target(_out_path(out, name, paths[0].stem), force,
@@ -188,28 +296,28 @@ def _build_from_embeddings(paths: list[Path], encoder_model: str, *, family: str
     store = build.build_from_embeddings(
         paths, target, {"source": encoders.source, "fingerprint": encoders.fingerprint()},
         dim=encoders.embed_dim, file_list=file_list, index=index or "auto", force=force,
+        index_memory=memory or DEFAULT_MEMORY,
     )
     _print_summary(store, [], None, json_out, quiet)
 
 
-def _build_from_folder(source: Path, encoder_model: str, *, family: str, out: Path | None, name: str | None,
-                       shard: str | None, index: str | None, device: str, dtype: str, quiet: bool,
-                       json_out: bool, build_kwargs: dict) -> None:
-    """Encode an image folder (this process's share of it under torchrun) and write the store."""
-    from ovi_cli.console import err_console, make_progress
+def _build_from_source(src, encoder_model: str, *, family: str, out: Path | None, name: str | None,
+                       shard: str | None, index: str | None, memory: int | None, device: str, dtype: str,
+                       quiet: bool, json_out: bool, build_kwargs: dict) -> None:
+    """Encode an image source (this process's share of it under torchrun) and write the store."""
+    from ovi_cli.console import RichReporter, err_console, make_progress
     from ovi_cli.devices import resolve_device, resolve_dtype
     from ovi_cli.distributed import barrier, cuda_device_count, device_for, launch_from_env, parse_shard, process_group
     from ovi_cli.encoders import Encoders
     from ovi_stats import build
 
-    if not source.is_dir():
-        raise OviError(f"{str(source)!r} is not a folder")
     resume, force = build_kwargs["resume"], build_kwargs["force"]
     shard_t = parse_shard(shard)
-    default_name = source.expanduser().absolute().name or "stats"
+    root = Path(src.root())
+    default_name = (root.name if src.name == "folder" else f"{root.name}-{src.name}") or "stats"
     if shard_t:
         default_name += f"-shard{shard_t[0]}of{shard_t[1]}"
-    target = _checked_target(_out_path(out, name, default_name), force, [source], "the image folder")
+    target = _checked_target(_out_path(out, name, default_name), force, [root], "the image folder")
     launch = launch_from_env()
     if launch.distributed:
         from ovi_stats.ranks import check_rank_store, rank_shard
@@ -220,13 +328,7 @@ def _build_from_folder(source: Path, encoder_model: str, *, family: str, out: Pa
     show = not quiet and launch.leader  # one process draws progress and prints the store
     # bars only on a terminal: in logs and pipes the summary line says it all
     progress = make_progress(not show or not err_console.is_terminal)
-    task = progress.add_task("encoding images", total=None, info="")
-
-    def on_progress(p: build.BuildProgress) -> None:
-        progress.update(task, completed=p.done, total=p.total,
-                        info=f"{p.rate:.1f} img/s, {p.skipped} skipped")
-
-    kwargs = dict(build_kwargs, on_progress=on_progress)
+    kwargs = dict(build_kwargs, reporter=RichReporter(progress, quiet=not show), index_memory=memory)
     try:
         with process_group(launch, device):
             encoders = Encoders.load(encoder_model, device=dev, dtype=resolve_dtype(dtype, dev), family=family)
@@ -235,12 +337,12 @@ def _build_from_folder(source: Path, encoder_model: str, *, family: str, out: Pa
                     from ovi_stats.ranks import build_stats_ranked
 
                     result, store = build_stats_ranked(
-                        source, target, encoders, rank=launch.rank, world=launch.world_size,
+                        src, target, encoders, rank=launch.rank, world=launch.world_size,
                         barrier=lambda: barrier(launch), shard=shard_t, index=index or "auto", **kwargs)
                 else:
                     from ovi_stats.ranks import discard_rank_stores
 
-                    result = build.build_stats(source, target, encoders, index=index, shard=shard_t, **kwargs)
+                    result = build.build_stats(src, target, encoders, index=index, shard=shard_t, **kwargs)
                     store = result.store
                     discard_rank_stores(target)  # a killed torchrun build's rank stores: obsolete now
     except KeyboardInterrupt:
@@ -330,7 +432,8 @@ def stats_info(
         f"content      {info['content']}",
         f"mean norm    {info['mean_norm']:.6g}",
         f"shrinkage    {info['shrinkage']:.6g} (Ledoit-Wolf)",
-        f"index        {info['index']} {json.dumps(info['index_params'])}",
+        f"index        {info['index']}, {info['index_bytes'] / 1e6:.1f} MB, recall@10 "
+        f"{_recall(info)} {json.dumps(info['index_params'])}",
         f"source       {info['source_dir']}",
         f"created      {info['created']} (ovi {info['ovi_version']}, format {info['format_version']})",
         f"skipped      {len(info['skipped'])} files",
@@ -338,16 +441,27 @@ def stats_info(
     lines += [f"  {s['path']}: {s['reason']}" for s in info["skipped"]]
     typer.echo("\n".join(printable(line) for line in lines))  # names from disk: no raw control characters
 
+def _recall(info: dict) -> str:
+    params = info.get("index_params") or {}
+    if info.get("recall_at_10") is None:
+        return "not measured (store built before ovi measured it)"
+    return f"{info['recall_at_10']:.3f} (on {params.get('recall_queries')} stored rows held out as queries)"
+
+
 def stats_merge(
     stores: Annotated[list[str], typer.Argument(help="Two or more stores (names or folders), same encoder.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder of the merged store.")] = None,
     name: Annotated[str | None, typer.Option(help="Or: name of the merged store under $OVI_HOME/stats.")] = None,
-    index: Annotated[str, typer.Option(help=INDEX_HELP)] = "auto",
+    index: Annotated[str, typer.Option(help=INDEX_HELP + " auto: as for build-stats.")] = "auto",
+    index_memory: Annotated[str | None, typer.Option(
+        "--index-memory", help="Memory budget of the rebuilt index (e.g. 4GB; default 4GB).",
+        show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing store at the target.")] = False,
     quiet: options.Quiet = False,
     json_out: options.Json = False,
 ) -> None:
-    """Merge stores (e.g. shards) into one: moments combined exactly, embeddings concatenated."""
+    """Merge stores (e.g. shards, or stores built on separate machines) into one: moments combined exactly
+    (sums), embeddings and row metadata concatenated, the index rebuilt over them."""
     from ovi_stats.store import merge_stores, open_store
 
     _check_index(index)
@@ -356,7 +470,10 @@ def stats_merge(
     target = _out_path(out, name, "")
     opened = [open_store(s) for s in stores]
     _checked_target(target, force, [s.path for s in opened], "the store")
-    merged = merge_stores(opened, target, index=index, force=force)
+    from ovi_stats.index import DEFAULT_MEMORY
+
+    memory = _index_memory(index_memory) or DEFAULT_MEMORY
+    merged = merge_stores(opened, target, index=index, force=force, index_memory=memory)
     _print_summary(merged, merged.skipped, None, json_out, quiet)
 
 
