@@ -36,6 +36,7 @@ from ovi_cli.outputs import Staging, atomic_outputs, slugify
 from ovi_cli.pipeline import EmbedBatch, OviPipeline, package_versions
 from ovi_cli.plots import COSINE_PREFIX, has_curves, stage_history_plot
 from ovi_cli.plugins import Registry, get_registry
+from ovi_cli.png_recipe import write_png
 from ovi_cli.prompts import validate_prompts
 from ovi_cli.settings import GenSettings
 
@@ -237,6 +238,21 @@ class Comparison:
         return result
 
     # ---- files ---------------------------------------------------------------------------------
+    def image_recipe(self, result: PromptResult, k: int) -> dict[str, Any]:
+        """The sidecar of prior `k`'s image, as `ovi gen` would write it: that prior's settings and the
+        decoder that decoded it (what the PNG's recipe chunk holds, for `ovi gen --from`)."""
+        label = result.labels[k]
+        pipe = self.pipes[label]
+        batch = EmbedBatch([result.prompt], [result.seed], result.text, result.embeds[k : k + 1].cpu(),
+                           result.negative, [dict(result.records[label])])
+        side = pipe.sidecar(batch, 0)
+        dec = self.decoder_pipe
+        side["decoder"] = dec.settings.decoder
+        side["decoding"] = dec.decoding_record()
+        side["models"] = {**side["models"], "decoder": dec.decoder.describe()}
+        side["settings"] = {**side["settings"], "decoder": dec.settings.decoder}
+        return side
+
     def write(self, result: PromptResult, folder: Path, *, plot: bool = False) -> dict[str, str]:
         """All files of one prompt's comparison, atomically."""
         folder = Path(folder)
@@ -248,9 +264,10 @@ class Comparison:
                 staging.write_with(folder / "grid.png", lambda p: png_with_text(
                     grid, p, {"ovi:priors": json.dumps(result.labels), "ovi:prompt": result.prompt}))
                 files["grid"] = str(folder / "grid.png")
-                for ch, im in zip(self.choices, result.images):
+                for k, (ch, im) in enumerate(zip(self.choices, result.images)):
                     path = folder / f"{ch.slug}.png"
-                    staging.write_with(path, lambda p, im=im: im.save(p, format="PNG"))
+                    recipe = self.image_recipe(result, k)
+                    staging.write_with(path, lambda p, im=im, r=recipe: write_png(p, im, r))
                     files[f"image:{ch.label}"] = str(path)
             staging.write_with(folder / "embeddings.safetensors", lambda p: self._save_embeddings(result, p))
             files["embeddings"] = str(folder / "embeddings.safetensors")
