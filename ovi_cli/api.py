@@ -143,16 +143,20 @@ class PluginContext:
         return weight_dtype(self.device or "cpu", self.dtype)
 
 
-class Plugin:
-    """What every plugin kind shares: a name, declared options, the context, the models it reads."""
+class Plugin(ABC):
+    """What every plugin kind shares: a name, declared options, the context, the models it reads.
+
+    Built as `cls(context)`; the declarative kinds (model presets, benchmarks) need nothing from a run,
+    so ovi builds them as `cls()`, which gives them an empty context named after the class.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     options: ClassVar[tuple[PluginOption, ...]] = ()  # read from `self.options`
 
-    def __init__(self, context: PluginContext) -> None:
-        self.context = context
-        self.options = dict(context.options)
+    def __init__(self, context: PluginContext | None = None) -> None:
+        self.context = context if context is not None else PluginContext(name=getattr(self, "name", ""))
+        self.options = dict(self.context.options)
 
     @property
     def settings(self) -> Any:
@@ -263,15 +267,13 @@ class Decoder(Plugin):
         """PIL images, one per row of `image_embeds` (an empty list for decoders without images)."""
 
 
-class ModelPreset(ABC):
+class ModelPreset(Plugin):
     """A named set of models and defaults: `ovi gen --model NAME` (also compare, build-stats, bench).
 
     `overrides()` gives `GenSettings` fields (e.g. `encoder_model`, `decoder`, `stats`, `steps`);
     a flag the user gives explicitly always wins over them.
     """
 
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
     # `ovi compare --model NAME` without --priors: priors that work with these models (None: compare's own)
     compare_priors: ClassVar[str | None] = None
 
@@ -360,7 +362,7 @@ class Scorer(Plugin):
 
 
 # ---- benchmarks (`ovi bench generate NAME`) ----------------------------------------------------
-class Benchmark(ABC):
+class Benchmark(Plugin):
     """A prompt suite: named categories, each an ordered list of prompts.
 
     `ovi bench generate NAME` writes image j of prompt i of a category to
@@ -369,8 +371,6 @@ class Benchmark(ABC):
     any model loads). Keep the module light: read prompt files in `prompts`, not at import.
     """
 
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
     categories: ClassVar[tuple[str, ...]] = ()  # generated (and tabulated) in this order
     # a model preset (`--model NAME`) that `ovi bench score` uses for this benchmark's runs when no
     # --model is given: a benchmark of a plugin's own world is scored with that world's models
