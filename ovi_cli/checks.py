@@ -163,6 +163,14 @@ def check_input_file(path: Path | str, what: str) -> Path:
     return path
 
 
+def refuse_stdin_when_distributed(paths: list[Path | str], distributed: bool, flag: str) -> None:
+    """Under torchrun each process has its own standard input: a `-` input would be read by one
+    process (or none) and the processes would plan different work. One line, before anything loads."""
+    if distributed and any(str(p) == STDIN for p in paths):
+        raise OviError(f"{flag} -: under torchrun each process reads its own standard input; write the prompts "
+                       "to a file and name it")
+
+
 def read_input_bytes(path: Path | str, what: str, max_bytes: int = MAX_TEXT_INPUT) -> bytes:
     """The bytes of a small input file (a regular file, or standard input for `-`), at most `max_bytes`:
     a bigger input is a one-line error, never an unbounded read."""

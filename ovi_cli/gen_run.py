@@ -213,8 +213,11 @@ class GenRun:
     def plan(self) -> list[int]:
         """Every input checked (prompts, numbers, seeds, output files) and the prompts this process still
         has to make (resume), before any model loads; the prompt indices to make."""
+        from ovi_cli.checks import refuse_stdin_when_distributed
         from ovi_cli.distributed import work_share
 
+        refuse_stdin_when_distributed([self.prompts_file] if self.prompts_file else [], self.launch.distributed,
+                                      "--prompts")
         self.prompts, self.seeds, self.paths = plan_outputs(self.prompt, self.prompts_file, self.out,
                                                             self.settings.seed)
         if self.prompts_file is None and (self.shard or self.launch.distributed):

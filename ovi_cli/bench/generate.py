@@ -315,11 +315,13 @@ def plan_bench_run(benchmark: str, out: Path, settings: GenSettings, options: Be
     benchmark, categories, prompt files and prompts, the plan's size and seeds, the settings, the output
     folder, and an existing run's settings and prompt lists (resume)."""
     from ovi_cli.bench.suites import get_benchmark, load_suite, parse_categories, parse_prompt_files
-    from ovi_cli.checks import check_output_folder
+    from ovi_cli.checks import check_output_folder, refuse_stdin_when_distributed
     from ovi_cli.distributed import work_share
 
     options = options or BenchOptions()
     launch = launch or Launch()
+    refuse_stdin_when_distributed([f.partition("=")[2] for f in prompt_files or []], launch.distributed,
+                                  "--prompt-file CATEGORY=")
     share = work_share(shard, launch)
     check_plan_options(options.images_per_prompt, options.batch, options.ovi_per)
     bench = get_benchmark(benchmark)
