@@ -270,3 +270,46 @@ def test_bench_plot_legend_covers_no_bar():
     bars = [p.get_window_extent(renderer) for p in ax.patches if p.get_height() > 0]
     assert len(bars) == len(names) * len(cols) - 1  # one bar is 0
     assert not any(legend.overlaps(b) for b in bars)
+
+
+@pytest.mark.parametrize("which", ["detector", "clip-score"])
+def test_detector_and_clip_score_also_score_a_batch_too_big_for_memory_in_parts(scorer_models, tmp_path, monkeypatch,
+                                                                                which):
+    """Issue 22: every built-in model scorer bounds its batches by memory (OWLv2 reads 960 px images)."""
+    import torch
+    from PIL import Image
+
+    from ovi_cli.api import ScoreItem, ScorerContext
+    from ovi_cli.reporter import WarnReporter
+    from ovi_plugins.scorers import clip_score, common, detector
+    from ovi_stats import matmul_search
+
+    warned: list[str] = []
+    reporter = WarnReporter(warned.append)
+    if which == "detector":
+        s = detector.Detector(ScorerContext(device=torch.device("cpu"), nlp="rules", reporter=reporter,
+                                            options={"model": str(scorer_models["owl"]), "threshold": 0.0,
+                                                     "nms": 1.0, "template": "a photo of a {}"}))
+        prompt, category, method = "a giraffe next to a lamp", "spatial", "detect"
+    else:
+        s = clip_score.ClipScore(ScorerContext(device=torch.device("cpu"), reporter=reporter,
+                                               options={"model": str(scorer_models["clip"])}))
+        prompt, category, method = "A cat is playing with a toy.", "non_spatial", "embed"
+    s.load()
+    items = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (40, 40), (50 * i, 120, 200)).save(path)
+        items.append(ScoreItem(path, path.name, prompt, i, category))
+    whole = s.score(items, {})
+    assert not warned
+    v = s.model.config.vision_config
+    per_image = common.vit_bytes_per_image(v.image_size, v.patch_size, v.hidden_size, v.num_attention_heads)
+    calls = []
+    real = getattr(s, method)
+    monkeypatch.setattr(s, method, lambda images, *a: calls.append(len(images)) or real(images, *a))
+    monkeypatch.setattr(matmul_search, "free_bytes", lambda device: int(2.5 * per_image / common.MEMORY_FRACTION))
+    parts = s.score(items, {})
+    assert calls == [2, 2, 1]
+    assert [r.score for r in parts] == pytest.approx([r.score for r in whole], abs=1e-6)
+    assert len(warned) == 1 and "scoring 2 at a time" in warned[0] and s.name in warned[0]

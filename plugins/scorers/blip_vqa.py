@@ -28,7 +28,15 @@ from typing import Any
 
 from ovi_cli.api import ImageScore, PluginOption, ScoreItem, Scorer
 from ovi_cli.hub import ModelRef
-from ovi_plugins.scorers.common import answers, load_rgb, mean, model_settings
+from ovi_plugins.scorers.common import (  # noqa: F401 - MEMORY_FRACTION: the bound this scorer uses
+    MEMORY_FRACTION,
+    answers,
+    images_per_pass,
+    load_rgb,
+    mean,
+    model_settings,
+    vit_bytes_per_image,
+)
 from ovi_plugins.scorers.rules import (
     BLIP_QUESTION_MAX_TOKENS,
     blip_image_score,
@@ -39,7 +47,6 @@ from ovi_plugins.scorers.rules import (
 DEFAULT_BLIP = "Salesforce/blip-vqa-capfilt-large"
 FLAG = "--blip-model"
 OFFICIAL_IMAGE_SIZE = 480
-MEMORY_FRACTION = 0.5  # of the device's free memory one pass may take (the estimate is an upper bound)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -150,26 +157,13 @@ class BlipVqa(Scorer):
         return out
 
     def images_per_pass(self, count: int, questions: int) -> int:
-        """How many of `count` images to run through the model at once: all of them when the estimate
-        (`blip_bytes_per_image`) fits in half the device's free memory, else fewer, with one warning.
-        At 480 px the vision tower's attention grows with the fourth power of the size: a batch that
-        fits at the checkpoint's own 384 px can need tens of GB (a batch of 64 was killed at 24 GB)."""
-        from ovi_stats.matmul_search import free_bytes
-
+        """How many of `count` images to run at once (`common.images_per_pass`, with BLIP's estimate:
+        at 480 px the vision tower's attention grows with the fourth power of the size; a batch of 64 was
+        killed at 24 GB)."""
         vision = self.model.config.vision_config
         per_image = blip_bytes_per_image(self.size, int(vision.patch_size), int(vision.hidden_size),
                                          int(vision.num_attention_heads), max(1, questions))
-        free = free_bytes(self.context.device)
-        if free is None or count * per_image <= MEMORY_FRACTION * free:
-            return count
-        fit = max(1, int(MEMORY_FRACTION * free // per_image))
-        if not getattr(self, "_warned_memory", False):
-            self._warned_memory = True
-            self.context.warn(
-                f"blip-vqa: {count} images at {self.size} px need about {count * per_image / 2**30:.1f} GiB, "
-                f"{free / 2**30:.1f} GiB are free: scoring {fit} at a time (same scores; a smaller --batch-size "
-                "avoids this estimate)")
-        return fit
+        return images_per_pass(self, count, per_image, self.size)
 
     def score(self, items: list[ScoreItem], inputs: dict[str, list[ImageScore]]) -> list[ImageScore]:
         per_image = max([len(self.questions(it.prompt)) for it in items] + [1])
@@ -204,7 +198,7 @@ def blip_bytes_per_image(size: int, patch: int, hidden: int, heads: int, questio
     3 x heads x T^2), its hidden states (16 x T x hidden: q, k, v, MLP, residuals), the pixels, and
     the image states copied once per question for the text encoder (questions x T x hidden)."""
     tokens = (size // patch) ** 2 + 1
-    return 4 * (3 * heads * tokens * tokens + 16 * tokens * hidden + 3 * size * size + questions * tokens * hidden)
+    return vit_bytes_per_image(size, patch, hidden, heads, extra=questions * tokens * hidden)
 
 
 def answer_token_ids(tokenizer: Any) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ovi_cli.api import ImageScore, PluginOption, ScoreItem, Scorer
 from ovi_cli.hub import ModelRef
-from ovi_plugins.scorers.common import answers, load_rgb, mean, model_settings
+from ovi_plugins.scorers.common import answers, images_per_pass, load_rgb, mean, model_settings, vit_bytes_per_image
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 FLAG = "--clip-model"
@@ -109,10 +109,23 @@ class ClipScore(Scorer):
         txt = txt.float() / txt.float().norm(dim=-1, keepdim=True)
         return img, txt, truncated
 
+    def images_per_pass(self, count: int) -> int:
+        """How many of `count` images to embed at once (`common.images_per_pass`, the CLIP vision tower)."""
+        vision = (self.towers.image_encoder if self.towers is not None else self.model.vision_model).config
+        size = int(vision.image_size)
+        per_image = vit_bytes_per_image(size, int(vision.patch_size), int(vision.hidden_size),
+                                        int(vision.num_attention_heads))
+        return images_per_pass(self, count, per_image, size)
+
     def score(self, items: list[ScoreItem], inputs: dict[str, list[ImageScore]]) -> list[ImageScore]:
+        import torch
+
         texts = [self.text_for(it) for it in items]
         unique = list(dict.fromkeys(texts))
-        img, txt, truncated = self.embed([load_rgb(it.path) for it in items], unique)
+        step = self.images_per_pass(len(items))
+        parts = [self.embed([load_rgb(it.path) for it in items[start:start + step]], unique)
+                 for start in range(0, len(items), step)]
+        img, txt, truncated = torch.cat([p[0] for p in parts]), parts[0][1], parts[0][2]
         rows = [unique.index(t) for t in texts]
         cos = (img * txt[rows]).sum(-1).cpu().tolist()
         out = []

@@ -9,6 +9,36 @@ from typing import Any
 from ovi_cli.api import ImageScore, ScoreItem
 from ovi_cli.hub import resolve_model_dir
 
+MEMORY_FRACTION = 0.5  # of the device's free memory one pass may take (the estimates are upper bounds)
+
+
+def vit_bytes_per_image(size: int, patch: int, hidden: int, heads: int, extra: int = 0) -> int:
+    """Peak bytes one image adds to a pass through a ViT (float32, no gradients), an upper estimate:
+    the attention at T = (size / patch)^2 + 1 tokens (scores, softmax and its copy: 3 x heads x T^2),
+    the hidden states (16 x T x hidden: q, k, v, MLP, residuals), the pixels, and `extra` floats."""
+    tokens = (size // patch) ** 2 + 1
+    return 4 * (3 * heads * tokens * tokens + 16 * tokens * hidden + 3 * size * size + extra)
+
+
+def images_per_pass(scorer: Any, count: int, per_image: int, size: int) -> int:
+    """How many of `count` images a scorer runs through its model at once: all of them when `count x
+    per_image` fits in `MEMORY_FRACTION` of the device's free memory, else fewer, with one warning per
+    run (same scores: images are scored independently). A batch that fits at one resolution can need
+    tens of GB at another (attention grows with the fourth power of the image size)."""
+    from ovi_stats.matmul_search import free_bytes
+
+    free = free_bytes(scorer.context.device)
+    if free is None or count * per_image <= MEMORY_FRACTION * free:
+        return count
+    fit = max(1, int(MEMORY_FRACTION * free // per_image))
+    if not getattr(scorer, "_warned_memory", False):
+        scorer._warned_memory = True
+        scorer.context.warn(
+            f"{scorer.name}: {count} images at {size} px need about {count * per_image / 2**30:.1f} GiB, "
+            f"{free / 2**30:.1f} GiB are free: scoring {fit} at a time (same scores; a smaller --batch-size "
+            "avoids this estimate)")
+    return fit
+
 
 def model_settings(source: str, what: str, flag: str) -> dict[str, Any]:
     """`{"model_fingerprint": ...}`: what a scorer's numbers depend on about its model (not where it lies).

@@ -26,7 +26,7 @@ from typing import Any
 
 from ovi_cli.api import ImageScore, PluginOption, ScoreItem, Scorer
 from ovi_cli.hub import ModelRef
-from ovi_plugins.scorers.common import answers, load_rgb, mean, model_settings
+from ovi_plugins.scorers.common import answers, images_per_pass, load_rgb, mean, model_settings, vit_bytes_per_image
 from ovi_plugins.scorers.rules import (
     UNIDET_SHORT_SIDE,
     Box,
@@ -170,10 +170,22 @@ class Detector(Scorer):
                                     self.options["nms"])
         return out
 
+    def images_per_pass(self, count: int) -> int:
+        """How many of `count` images to run at once (`common.images_per_pass`): OWLv2 reads 960 px images,
+        3,600 patches each, so the vision tower's attention dominates."""
+        vision = self.model.config.vision_config
+        size = int(vision.image_size)
+        per_image = vit_bytes_per_image(size, int(vision.patch_size), int(vision.hidden_size),
+                                        int(vision.num_attention_heads))
+        return images_per_pass(self, count, per_image, size)
+
     def score(self, items: list[ScoreItem], inputs: dict[str, list[ImageScore]]) -> list[ImageScore]:
         wanted = [self.targets(it) for it in items]
         images = [load_rgb(it.path) for it in items]
-        found = self.detect(images, [w["queries"] for w in wanted])
+        queries = [w["queries"] for w in wanted]
+        step = self.images_per_pass(len(items))
+        found = [d for start in range(0, len(items), step)
+                 for d in self.detect(images[start:start + step], queries[start:start + step])]
         out = []
         for w, dets in zip(wanted, found):
             if w["mode"] == "numeracy":
