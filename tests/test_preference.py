@@ -147,3 +147,30 @@ def test_imagereward_equals_blip_forward_on_the_checkpoint(imagereward_dirs, ite
     want = tiny_preference.imagereward_reward(sd, pixels, tok["input_ids"], tok["attention_mask"]).tolist()
     assert got == pytest.approx(want, rel=1e-4, abs=1e-5)
     assert len(set(round(g, 6) for g in got)) > 1  # different prompts and images, different rewards
+
+
+def test_preference_scorers_bound_their_batches_by_memory(clip_dir, items, monkeypatch):
+    """Issue 22: a batch too big for the free memory is scored in parts, same scores, one warning."""
+    from ovi_cli.api import resolve_options
+    from ovi_cli.reporter import WarnReporter
+    from ovi_plugins.scorers import common
+    from ovi_plugins.scorers.pickscore import PickScore
+    from ovi_stats import matmul_search
+
+    warned: list[str] = []
+    s = PickScore(ScorerContext(device=torch.device("cpu"), reporter=WarnReporter(warned.append),
+                                options=resolve_options(PickScore, "pickscore",
+                                                        {"model": str(clip_dir), "processor": str(clip_dir)})))
+    s.load()
+    _, its = items
+    whole = s.score(its, {})
+    v = s.model.config.vision_config
+    per_image = common.vit_bytes_per_image(v.image_size, v.patch_size, v.hidden_size, v.num_attention_heads)
+    calls = []
+    real = s._score_pass
+    monkeypatch.setattr(s, "_score_pass", lambda part: calls.append(len(part)) or real(part))
+    monkeypatch.setattr(matmul_search, "free_bytes", lambda device: int(1.5 * per_image / common.MEMORY_FRACTION))
+    parts = s.score(its, {})
+    assert calls == [1] * len(its) and len(its) > 1
+    assert [r.score for r in parts] == pytest.approx([r.score for r in whole], abs=1e-5)
+    assert len(warned) == 1 and "pickscore" in warned[0] and "scoring 1 at a time" in warned[0]

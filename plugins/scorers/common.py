@@ -40,6 +40,16 @@ def images_per_pass(scorer: Any, count: int, per_image: int, size: int) -> int:
     return fit
 
 
+def score_in_parts(scorer: Any, items: list[Any], vision_config: Any, score_pass: Any) -> list[Any]:
+    """`score_pass(part)` over `items` in parts that fit in memory (`images_per_pass`, the estimate of a
+    ViT with `vision_config`), concatenated: for scorers that score each image independently."""
+    v = vision_config
+    per_image = vit_bytes_per_image(int(v.image_size), int(v.patch_size), int(v.hidden_size),
+                                    int(v.num_attention_heads))
+    step = images_per_pass(scorer, len(items), per_image, int(v.image_size))
+    return [r for start in range(0, len(items), step) for r in score_pass(items[start:start + step])]
+
+
 def model_settings(source: str, what: str, flag: str) -> dict[str, Any]:
     """`{"model_fingerprint": ...}`: what a scorer's numbers depend on about its model (not where it lies).
 

@@ -158,6 +158,11 @@ class Hps(Scorer):
                            f"{first_line(exc, with_type=False)}") from exc
 
     def score(self, items: list[ScoreItem], inputs: dict[str, list[ImageScore]]) -> list[ImageScore]:
+        from ovi_plugins.scorers.common import score_in_parts
+
+        return score_in_parts(self, items, self.model.config.vision_config, self._score_pass)
+
+    def _score_pass(self, items: list[ScoreItem]) -> list[ImageScore]:
         import torch
 
         from ovi_plugins.scorers.preference import features

@@ -153,6 +153,11 @@ class ImageRewardScorer(Scorer):
                            f"{first_line(exc, with_type=False)}") from exc
 
     def score(self, items: list[ScoreItem], inputs: dict[str, list[ImageScore]]) -> list[ImageScore]:
+        from ovi_plugins.scorers.common import score_in_parts
+
+        return score_in_parts(self, items, self.vision.config, self._score_pass)
+
+    def _score_pass(self, items: list[ScoreItem]) -> list[ImageScore]:
         import torch
 
         dev = self.context.device
