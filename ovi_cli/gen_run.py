@@ -70,6 +70,8 @@ def batch_groups(count: int, batch: int, share: Share) -> list[list[int]]:
 
 def read_sidecar(path: Path) -> dict | None:
     """A finished prompt's sidecar, or None (missing, or unreadable: then the prompt is made again)."""
+    if not path.is_file():  # missing, or a folder, FIFO or device, which would block or never end
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):

@@ -324,6 +324,8 @@ def plan_problem(plan: object) -> str | None:
 
 
 def load_plan(work: Path) -> dict:
+    if not (work / PLAN).is_file():  # missing, or a FIFO or device that would block the build
+        raise _damaged(work, f"{PLAN}: not a regular file")
     try:
         plan = json.loads((work / PLAN).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:

@@ -45,3 +45,25 @@ def test_standard_input_prompts_are_refused_under_torchrun(tmp_path):
     with pytest.raises(OviError, match="under torchrun each process reads its own standard input"):
         plan_bench_run("toy", tmp_path / "b", GenSettings(), BenchOptions(), prompt_files=["single=-"],
                        launch=torchrun)
+
+
+def test_run_files_that_are_fifos_never_block(run_cli, tmp_path):
+    """Issue 22: a FIFO (or device) where a run file should be is one line, never a hang."""
+    import os
+
+    run = tmp_path / "run"
+    (run / "color" / "samples").mkdir(parents=True)
+    os.mkfifo(run / "bench.json")
+    for args in (("bench", "score", run, "-q"),
+                 ("bench", "generate", "toy", "--model", "toy", "--out", run, "-k", "1", "--limit", "1", "-q")):
+        res = run_cli(*args)
+        assert res.code == 2 and "is not a regular file" in res.stderr, res.stderr
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\n")
+    out = tmp_path / "gen"
+    out.mkdir()
+    os.mkfifo(out / "0000-a-red-circle.json")  # where the sidecar of line 0 goes: read on resume
+    res = run_cli("gen", "--prompts", prompts, "--model", "toy", "--steps", "2", "-o", out, "-q")
+    assert res.code == 0, res.stderr
+    assert (out / "0000-a-red-circle.json").is_file()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ovi_cli.bench import layout
+from ovi_cli.checks import check_input_file
 from ovi_cli.errors import OviError
 from ovi_cli.outputs import atomic_write_json, atomic_write_text, create_exclusive, json_text, write_errors
 from ovi_cli.resume import check_resume
@@ -83,6 +84,9 @@ class RecordLog:
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
+    if not path.exists() and not path.is_symlink():
+        return
+    check_input_file(path, "a record file")  # a FIFO there would block the run forever
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -168,6 +172,8 @@ def read_bench_json(run: Path) -> dict[str, Any] | None:
     """THE reader of `RUN/bench.json` (generating and scoring alike): its object, None when there is
     none; unreadable, not JSON or not an object: a one-line `OviError` naming the file."""
     path = layout.bench_json_path(run)
+    if path.exists() or path.is_symlink():
+        check_input_file(path, "bench.json")  # a FIFO there would block the run forever
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
