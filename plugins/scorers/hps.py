@@ -26,7 +26,7 @@ from typing import Any
 from ovi_cli.api import ImageScore, PluginOption, ScoreItem, Scorer
 from ovi_cli.errors import OviError
 from ovi_cli.hub import ModelRef
-from ovi_plugins.scorers.common import load_rgb, model_settings
+from ovi_plugins.scorers.common import model_settings
 
 DEFAULT_REPO = "xswu/HPSv2"
 CHECKPOINT = "HPS_v2.1_compressed.pt"
@@ -163,20 +163,9 @@ class Hps(Scorer):
         return score_in_parts(self, items, self.model.config.vision_config, self._score_pass)
 
     def _score_pass(self, items: list[ScoreItem]) -> list[ImageScore]:
-        import torch
+        from ovi_plugins.scorers.preference import clip_cosines
 
-        from ovi_plugins.scorers.preference import features
-
-        dev = self.context.device
-        pixels = self.processor(images=[load_rgb(it.path) for it in items], return_tensors="pt")["pixel_values"]
-        prompts = list(dict.fromkeys(it.prompt for it in items))
         length = int(self.model.config.text_config.max_position_embeddings)
-        tok = self.processor(text=prompts, padding="max_length", truncation=True, max_length=length,
-                             return_tensors="pt")
-        with torch.no_grad():
-            img = features(self.model.get_image_features(pixel_values=pixels.to(dev)))
-            txt = features(self.model.get_text_features(input_ids=tok["input_ids"].to(dev)))
-        img = img / img.norm(dim=-1, keepdim=True)
-        txt = txt / txt.norm(dim=-1, keepdim=True)
-        rows = [prompts.index(it.prompt) for it in items]
-        return [ImageScore(float(c)) for c in (img * txt[rows]).sum(-1).cpu().tolist()]
+        cos = clip_cosines(self.model, self.processor, items, self.context.device,
+                           text={"padding": "max_length", "max_length": length}, attention_mask=False)
+        return [ImageScore(float(c)) for c in cos]

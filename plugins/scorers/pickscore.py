@@ -16,7 +16,7 @@ from typing import Any
 
 from ovi_cli.api import ImageScore, PluginOption, ScoreItem, Scorer
 from ovi_cli.hub import ModelRef
-from ovi_plugins.scorers.common import load_rgb, model_settings
+from ovi_plugins.scorers.common import model_settings
 
 DEFAULT_MODEL = "yuvalkirstain/PickScore_v1"
 DEFAULT_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -65,21 +65,9 @@ class PickScore(Scorer):
         return score_in_parts(self, items, self.model.config.vision_config, self._score_pass)
 
     def _score_pass(self, items: list[ScoreItem]) -> list[ImageScore]:
-        import torch
+        from ovi_plugins.scorers.preference import clip_cosines
 
-        from ovi_plugins.scorers.preference import features
-
-        dev = self.context.device
-        pixels = self.processor(images=[load_rgb(it.path) for it in items], return_tensors="pt")["pixel_values"]
-        prompts = list(dict.fromkeys(it.prompt for it in items))
-        tok = self.processor(text=prompts, padding=True, truncation=True, max_length=77, return_tensors="pt")
-        with torch.no_grad():
-            img = features(self.model.get_image_features(pixel_values=pixels.to(dev)))
-            txt = features(self.model.get_text_features(input_ids=tok["input_ids"].to(dev),
-                                                         attention_mask=tok["attention_mask"].to(dev)))
-            scale = float(self.model.logit_scale.exp())
-        img = img / img.norm(dim=-1, keepdim=True)
-        txt = txt / txt.norm(dim=-1, keepdim=True)
-        rows = [prompts.index(it.prompt) for it in items]
-        cos = (img * txt[rows]).sum(-1).cpu().tolist()
+        cos = clip_cosines(self.model, self.processor, items, self.context.device,
+                           text={"padding": True, "max_length": 77}, attention_mask=True)
+        scale = float(self.model.logit_scale.exp())
         return [ImageScore(scale * c, {"cosine": c, "logit_scale": scale}) for c in cos]
