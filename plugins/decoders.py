@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ovi_cli import hookimpl
 from ovi_cli.api import Decoder
@@ -38,6 +38,17 @@ class Kandinsky22Decoder(Decoder):
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.settings.decoder_model}
 
+    # what the task decoders (img2img, inpaint, controlnet) change of the same call
+    uses_step_end: ClassVar[bool] = True  # the pipeline takes callback_on_step_end (controlnet: the old callback)
+
+    def task_kwargs(self, batch: int) -> dict[str, Any]:
+        """The task's own pipeline arguments for a batch of `batch` images (text to image: none)."""
+        return {}
+
+    def steps_run(self) -> int:
+        """The denoising steps the pipeline runs (img2img runs the last `strength` share)."""
+        return self.settings.decoder_steps
+
     def decode(
         self,
         image_embeds: Tensor,
@@ -51,18 +62,18 @@ class Kandinsky22Decoder(Decoder):
 
         s = self.settings
         dtype = self.pipe.unet.dtype
-        generators = seeded_generators(self.device, seeds)
-        callback = step_end(on_step, s.decoder_steps)
+        kwargs = self.task_kwargs(len(seeds))
+        total = self.steps_run()
+        if self.uses_step_end:
+            kwargs["callback_on_step_end"] = step_end(on_step, total)
+        elif on_step is not None:
+            kwargs["callback"] = lambda step, timestep, latents: on_step(step + 1, total)
         with torch.inference_mode():
             out = self.pipe(
                 image_embeds=image_embeds.to(self.device, dtype),
                 negative_image_embeds=negative_image_embeds.to(self.device, dtype),
-                height=s.height,
-                width=s.width,
-                num_inference_steps=s.decoder_steps,
-                guidance_scale=s.guidance_scale,
-                generator=generators,
-                callback_on_step_end=callback,
+                height=s.height, width=s.width, num_inference_steps=s.decoder_steps,
+                guidance_scale=s.guidance_scale, generator=seeded_generators(self.device, seeds), **kwargs,
             )
         return list(out.images)
 

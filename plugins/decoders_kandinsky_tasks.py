@@ -21,7 +21,6 @@ Light on import: torch, PIL and diffusers load inside methods.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,7 +31,7 @@ from ovi_cli.hub import ModelRef
 from ovi_plugins.decoders import DECODER_SUBFOLDERS, Kandinsky22Decoder
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    pass
 
 DEFAULT_INPAINT_MODEL = "kandinsky-community/kandinsky-2-2-decoder-inpaint"
 DEFAULT_CONTROLNET_MODEL = "kandinsky-community/kandinsky-2-2-controlnet-depth"
@@ -60,7 +59,6 @@ class _KandinskyTaskDecoder(Kandinsky22Decoder):
 
     pipeline_class: ClassVar[str] = ""
     model_option: ClassVar[bool] = False  # the weights come from `.model` (else from --decoder-model)
-    uses_step_end: ClassVar[bool] = True  # the pipeline takes callback_on_step_end (controlnet: old callback)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -96,42 +94,6 @@ class _KandinskyTaskDecoder(Kandinsky22Decoder):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "pipeline": self.pipeline_class}
-
-    def task_kwargs(self, batch: int) -> dict[str, Any]:
-        """The task's own pipeline arguments for a batch of `batch` images."""
-        return {}
-
-    def decode(
-        self,
-        image_embeds: Tensor,
-        negative_image_embeds: Tensor,
-        seeds: list[int],
-        on_step: Callable[[int, int], None] | None = None,
-    ) -> list[Any]:
-        import torch
-
-        from ovi_plugins.diffusers_decoding import seeded_generators, step_end
-
-        s = self.settings
-        dtype = self.pipe.unet.dtype
-        generators = seeded_generators(self.device, seeds)
-        kwargs = self.task_kwargs(len(seeds))
-        total = self.steps_run()
-        if self.uses_step_end:
-            kwargs["callback_on_step_end"] = step_end(on_step, total)
-        elif on_step is not None:
-            kwargs["callback"] = lambda step, timestep, latents: on_step(step + 1, total)
-        with torch.inference_mode():
-            out = self.pipe(
-                image_embeds=image_embeds.to(self.device, dtype),
-                negative_image_embeds=negative_image_embeds.to(self.device, dtype),
-                height=s.height, width=s.width, num_inference_steps=s.decoder_steps,
-                guidance_scale=s.guidance_scale, generator=generators, **kwargs,
-            )
-        return list(out.images)
-
-    def steps_run(self) -> int:
-        return self.settings.decoder_steps
 
 
 class Img2ImgDecoder(_KandinskyTaskDecoder):
