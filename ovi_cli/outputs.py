@@ -318,6 +318,15 @@ class Staging:
     def write_bytes(self, final: Path | str, data: bytes) -> None:
         self.write_with(final, lambda f: f.write(data))
 
+    def staged(self, final: Path | str) -> Path:
+        """The temporary file that holds `final`'s content until `commit`: what will land, to read back
+        before it does (e.g. to score an image as written)."""
+        final = Path(final)
+        for p in reversed(self._pending):
+            if p.final == final:
+                return p.tmp
+        raise KeyError(f"{str(final)!r} is not staged")
+
     def write_text(self, final: Path | str, text: str) -> None:
         self.write_bytes(final, text.encode("utf-8"))
 

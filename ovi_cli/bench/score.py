@@ -156,10 +156,7 @@ def plan_scoring(
     A scorer's `requires` run before it on the same category; a category a scorer `refuses` is
     skipped with the scorer's reason.
     """
-    for name in scorers or []:
-        if name not in scorer_classes:
-            known = ", ".join(sorted(scorer_classes)) or "none"
-            raise OviError(f"unknown scorer {name!r}; available: {known} (see `ovi plugins`)")
+    check_scorer_names(scorers or [], scorer_classes)
     plan = Plan()
     for category in categories:
         defaults = default_scorers(category, bench, scorer_classes)
@@ -186,6 +183,14 @@ def plan_scoring(
         if reasons and not any(c == category for c, _ in plan.jobs):
             plan.skipped[category] = "; ".join(reasons)
     return plan
+
+
+def check_scorer_names(names: Iterable[str], scorer_classes: Mapping[str, type]) -> None:
+    """Every name a registered scorer (one line naming the first that is not, and the known ones)."""
+    for name in names:
+        if name not in scorer_classes:
+            known = ", ".join(sorted(scorer_classes)) or "none"
+            raise OviError(f"unknown scorer {name!r}; available: {known} (see `ovi plugins`)")
 
 
 def _refusal(name: str, category: str, scorer_classes: Mapping[str, type],
@@ -325,7 +330,7 @@ class ScoreRequest:
     rescore: bool = False  # discard caches written with other settings
 
 
-def _registry_scorers(registry: Any) -> dict[str, type]:
+def registry_scorers(registry: Any) -> dict[str, type]:
     return {name: registry.get("scorer", name) for name in registry.names("scorer")}
 
 
@@ -348,7 +353,7 @@ def build_scorers(names: Iterable[str], classes: Mapping[str, type], request: Sc
         opts = resolve_options(cls, name, request.options.get(name))
         ctx = ScorerContext(name=name, device=device, options=opts, reporter=reporter,
                             batch_size=request.batch_size, nlp=request.nlp, encoder_model=request.encoder_model)
-        ok, scorer = _guarded(name, "could not be built", partial(cls, ctx), failed if failed is not None else {})
+        ok, scorer = guarded(name, "could not be built", partial(cls, ctx), failed if failed is not None else {})
         if ok:
             out[name] = scorer
         elif failed is None:
@@ -356,7 +361,7 @@ def build_scorers(names: Iterable[str], classes: Mapping[str, type], request: Sc
     return out
 
 
-def _guarded(name: str, what: str, call: Any, failed: dict[str, str]) -> tuple[bool, Any]:
+def guarded(name: str, what: str, call: Any, failed: dict[str, str]) -> tuple[bool, Any]:
     """`call()`, with whatever a scorer plugin raises (an exception, `SystemExit(n)`) recorded in
     `failed` as one line naming the scorer; Ctrl-C still stops the run."""
     try:
@@ -402,7 +407,7 @@ def score_run(run: Path, request: ScoreRequest | None = None, *, reporter: Repor
         raise OviError(f"--nlp must be one of {', '.join(NLP_CHOICES)} (got {request.nlp!r})")
     info = open_run(run)
     categories = _chosen_categories(run, info.categories, request.categories)
-    classes = _registry_scorers(registry)
+    classes = registry_scorers(registry)
     plan = plan_scoring(categories, info.bench, classes, request.scorers)
     for category, reason in plan.skipped.items():
         reporter.warn(f"{category}: not scored: {reason}")
@@ -420,7 +425,7 @@ def score_run(run: Path, request: ScoreRequest | None = None, *, reporter: Repor
     needed = sorted({name for key, todo in pending.items() if todo for name in [key[1]]})
     refs = []
     for name in needed:
-        ok, models = _guarded(name, "failed in required_models()", scorers[name].required_models, failed)
+        ok, models = guarded(name, "failed in required_models()", scorers[name].required_models, failed)
         refs += models if ok else []
     check_models(refs, toy_hint=False)
 
@@ -436,16 +441,16 @@ def score_run(run: Path, request: ScoreRequest | None = None, *, reporter: Repor
         if todo:
             if name not in loaded:
                 reporter.stage(f"loading {name}")
-                if not _guarded(name, "failed to load", scorer.load, failed)[0]:
+                if not guarded(name, "failed to load", scorer.load, failed)[0]:
                     continue
                 loaded.add(name)
-            ok, _ = _guarded(name, "failed", partial(_score_pending, path, category, name, scorer, todo, rows, caches,
+            ok, _ = guarded(name, "failed", partial(_score_pending, path, category, name, scorer, todo, rows, caches,
                                                      stamps, reporter), failed)
             write_cache(path, _header(name, settings[name]), rows)  # what was scored stays
             if not ok:
                 continue
         scored = [(it, rows[it.name].score) for it in items[category] if it.name in rows]
-        ok, files = _guarded(name, "failed in official_files()", partial(scorer.official_files, category, scored),
+        ok, files = guarded(name, "failed in official_files()", partial(scorer.official_files, category, scored),
                              failed)
         if ok:
             _write_official(info.path, category, files)
@@ -571,16 +576,7 @@ def _score_pending(path: Path, category: str, name: str, scorer: Scorer, todo: l
         for start in range(0, len(todo), batch):
             chunk = todo[start:start + batch]
             inputs = {req: [caches[(category, req)][it.name].score for it in chunk] for req in type(scorer).requires}
-            results = scorer.score(chunk, inputs)
-            if not isinstance(results, (list, tuple)) or len(results) != len(chunk):
-                raise OviError(f"returned {len(results) if isinstance(results, (list, tuple)) else results!r} "
-                               f"scores for {len(chunk)} images")
-            for it, res in zip(chunk, results):  # the whole batch is checked before any of it is written
-                if not isinstance(res, ImageScore) or isinstance(res.score, bool) or \
-                        not isinstance(res.score, (int, float)) or not math.isfinite(res.score) or \
-                        not isinstance(res.details, dict) or not _json_clean(res.details):
-                    raise OviError(f"returned {getattr(res, 'score', res)!r} for {str(it.path)!r}: not a finite "
-                                   "score with JSON details; nothing of it was written")
+            results = checked_scores(chunk, scorer.score(chunk, inputs))
             lines = []
             for it, res in zip(chunk, results):
                 st = stamps[str(it.path)]
@@ -590,6 +586,21 @@ def _score_pending(path: Path, category: str, name: str, scorer: Scorer, todo: l
                 f.write("".join(lines))
                 f.flush()
             reporter.advance(len(chunk))
+
+
+def checked_scores(chunk: Sequence[ScoreItem], results: Any) -> list[ImageScore]:
+    """A scorer's results for `chunk`, refused whole (one line) unless they are one `ImageScore` per
+    item, each a finite number with JSON details."""
+    if not isinstance(results, (list, tuple)) or len(results) != len(chunk):
+        raise OviError(f"returned {len(results) if isinstance(results, (list, tuple)) else results!r} "
+                       f"scores for {len(chunk)} images")
+    for it, res in zip(chunk, results):  # the whole batch is checked before any of it is used
+        if not isinstance(res, ImageScore) or isinstance(res.score, bool) or \
+                not isinstance(res.score, (int, float)) or not math.isfinite(res.score) or \
+                not isinstance(res.details, dict) or not _json_clean(res.details):
+            raise OviError(f"returned {getattr(res, 'score', res)!r} for {str(it.path)!r}: not a finite "
+                           "score with JSON details; nothing of it was written")
+    return list(results)
 
 
 def _write_official(run: Path, category: str, files: Mapping[str, Any]) -> None:
@@ -605,7 +616,7 @@ def _write_official(run: Path, category: str, files: Mapping[str, Any]) -> None:
                 out.write_text(target, json.dumps(content) + "\n")
 
 
-def _described(scorer: Scorer) -> dict[str, Any]:
+def described(scorer: Scorer) -> dict[str, Any]:
     """A scorer's `describe()`, or nothing when it raises or is not strict JSON (it is not compared)."""
     try:
         out = scorer.describe()
@@ -661,7 +672,7 @@ def write_scores_json(info: RunInfo, plan: Plan, scorers: Mapping[str, Scorer],
     for name, s in scorers.items():
         scorer_info[name] = {**_origin(registry, name), "description": type(s).description,
                              "requires": list(type(s).requires), "settings": dict(settings.get(name, {})),
-                             **_described(s)}
+                             **described(s)}
     skipped = {c: r for c, r in plan.skipped.items() if c not in categories}
     doc = {
         "format": SCORES_FORMAT,
