@@ -338,6 +338,9 @@ class Scorer(Plugin):
     refuses: ClassVar[dict[str, str]] = {}
     # other scorers whose per-image results `score` combines (3-in-1); ovi runs them first
     requires: ClassVar[tuple[str, ...]] = ()
+    # True when `score` needs nothing but each image and its prompt (no category, annotations or other
+    # scorers' results): `ovi compare --preference` may then score any prior's image with it
+    prompt_only: ClassVar[bool] = False
     context: ScorerContext
 
     def settings(self) -> dict[str, Any]:

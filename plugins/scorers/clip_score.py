@@ -28,6 +28,7 @@ FLAG = "--clip-model"
 class ClipScore(Scorer):
     name = "clip-score"
     description = "CLIPScore: cosine of CLIP ViT-B/32 image and prompt embeddings (non-spatial; part of 3-in-1)"
+    prompt_only = True  # outside `complex` the image and its prompt are all it reads (`ovi compare --preference`)
     categories = ("non_spatial",)
     options = (
         PluginOption("model", str, "", f"CLIP: hub id or folder (default {DEFAULT_CLIP}, or the CLIP of a "

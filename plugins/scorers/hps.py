@@ -103,6 +103,7 @@ def openclip_to_clip(sd: dict[str, Any], vision_heads: int = 16, text_heads: int
 class Hps(Scorer):
     name = "hps"
     description = "HPS v2.1 human preference: cosine of OpenCLIP ViT-H-14 (HPS checkpoint) image and prompt features"
+    prompt_only = True  # image and prompt alone: `ovi compare --preference` can use it
     options = (
         PluginOption("model", str, DEFAULT_REPO, f"folder or hub id holding {CHECKPOINT} (xswu/HPSv2's layout)"),
         PluginOption("checkpoint", str, CHECKPOINT, "the checkpoint file in it (HPS_v2_compressed.pt: HPS v2)"),

@@ -25,6 +25,7 @@ DEFAULT_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 class PickScore(Scorer):
     name = "pickscore"
     description = "PickScore human preference: logit_scale x cosine of PickScore_v1 image and prompt embeddings"
+    prompt_only = True  # image and prompt alone: `ovi compare --preference` can use it
     options = (
         PluginOption("model", str, DEFAULT_MODEL, "PickScore CLIPModel: hub id or folder"),
         PluginOption("processor", str, DEFAULT_PROCESSOR, "tokenizer and image processor: hub id or folder "
