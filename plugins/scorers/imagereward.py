@@ -31,7 +31,7 @@ from ovi_plugins.scorers.common import load_rgb, model_settings
 DEFAULT_REPO = "THUDM/ImageReward"
 CHECKPOINT = "ImageReward.pt"
 MED_CONFIG = "med_config.json"
-DEFAULT_TOKENIZER = "bert-base-uncased"
+DEFAULT_TOKENIZER = "google-bert/bert-base-uncased"  # the hub repo the legacy id bert-base-uncased names
 MEAN, STD = 0.16717362830052426, 1.0333394966054072
 MLP_LAYERS = (0, 2, 4, 6, 7)  # nn.Sequential indices of the Linear layers (dropouts between)
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -70,6 +70,7 @@ def blip_vision(sd: dict[str, Any], heads: int) -> tuple[Any, dict[str, Any]]:
 class ImageRewardScorer(Scorer):
     name = "imagereward"
     description = "ImageReward human preference: BLIP ViT-L + MLP head, normalised (THUDM/ImageReward)"
+    prompt_only = True  # image and prompt alone: `ovi compare --preference` can use it
     options = (
         PluginOption("model", str, DEFAULT_REPO, f"folder or hub id holding {CHECKPOINT} and {MED_CONFIG}"),
         PluginOption("tokenizer", str, DEFAULT_TOKENIZER, "BERT tokenizer: hub id or folder (the official code "
