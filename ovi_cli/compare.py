@@ -12,7 +12,9 @@ the images differ only by the embedding. Per prompt the folder gets `grid.png` (
 cell per prior, in the order given), `<prior>.png`, `table.csv` / `table.json`,
 `embeddings.safetensors` (one `[1, D]` tensor per prior, plus `text_embeds`) and, with `plot`,
 `plot.png` / `history.csv`. The table's numbers are recomputed by `comparison_rows` from the
-embeddings alone (and the store), so anyone can check them from `embeddings.safetensors`.
+embeddings alone (and the store), so anyone can check them from `embeddings.safetensors`. With
+`preference` (a `ScoreRequest`, see `ovi_cli.compare_preference`) every prior's PNG, as written, is
+also scored against the prompt by each scorer named, one more column per scorer.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import IO, Any
 import torch
 from torch import Tensor
 
-from ovi_cli.api import Constraint, ConstraintContext, Reporter
+from ovi_cli.api import Constraint, ConstraintContext, ImageScore, Reporter
 from ovi_cli.compare_report import comparison_rows, make_grid, png_with_text, summary_rows, table_csv
 from ovi_cli.encoders import Encoders, TextEncoding
 from ovi_cli.errors import OviError
@@ -123,6 +125,7 @@ class PromptResult:
     histories: dict[str, dict[str, list[float]]]
     images: list[Any] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+    preference: dict[str, dict[str, ImageScore]] = field(default_factory=dict)  # label -> scorer -> score
 
 
 @dataclass
@@ -135,7 +138,8 @@ class CompareRun:
 class Comparison:
     """Loads the encoders once, one pipeline per prior choice, one decoder; compares per prompt.
 
-    Plugin options (e.g. `eclipse.model`) come from `settings.options`, as for `ovi gen`.
+    Plugin options (e.g. `eclipse.model`) come from `settings.options`, as for `ovi gen`; `preference`
+    names the scorers that score every prior's image (`ovi_cli.compare_preference.preference_request`).
     """
 
     def __init__(
@@ -146,6 +150,7 @@ class Comparison:
         reporter: Reporter | None = None,
         registry: Registry | None = None,
         encoders: Encoders | None = None,
+        preference: Any = None,
     ) -> None:
         if not choices:
             raise OviError("no prior to compare")
@@ -162,6 +167,14 @@ class Comparison:
         self.decoder_pipe = OviPipeline(replace(settings, prior="textemb", constraints=[]),
                                         reporter=self.reporter, registry=self.registry, encoders=encoders)
         self.trackers: dict[str, list[ReferenceCosine]] = {}
+        self.preference: Any = None  # PreferenceScorers, built (and checked) now
+        if preference is not None:
+            from ovi_cli.compare_preference import PreferenceScorers
+
+            if not self.produces_images:
+                raise OviError(f"--preference scores the priors' images; decoder {settings.decoder!r} makes none")
+            self.preference = PreferenceScorers(preference, self.decoder_pipe.device, reporter=self.reporter,
+                                                registry=self.registry)
         self._loaded = False
 
     @property
@@ -172,9 +185,16 @@ class Comparison:
     def produces_images(self) -> bool:
         return self.decoder_pipe.produces_images
 
+    @property
+    def preference_names(self) -> list[str]:
+        """The scorers of `--preference` (their columns, in order); empty without."""
+        return list(self.preference.names) if self.preference is not None else []
+
     def load(self) -> None:
         if self._loaded:
             return
+        if self.preference is not None:
+            self.preference.check()  # the scorers' models and settings, before any model loads
         if self.encoders is None:
             self.reporter.stage(f"loading encoders from {self.settings.encoder_model}")
             # through the run's encoder family (the pipeline made it on its device and dtype)
@@ -269,9 +289,13 @@ class Comparison:
                     recipe = self.image_recipe(result, k)
                     staging.write_with(path, lambda p, im=im, r=recipe: write_png(p, im, r))
                     files[f"image:{ch.label}"] = str(path)
+                if self.preference is not None:
+                    self._score_images(result, [(ch.label, staging.staged(folder / f"{ch.slug}.png"))
+                                                for ch in self.choices])
             staging.write_with(folder / "embeddings.safetensors", lambda p: self._save_embeddings(result, p))
             files["embeddings"] = str(folder / "embeddings.safetensors")
-            staging.write_text(folder / "table.csv", table_csv(result.rows, result.labels, with_store))
+            staging.write_text(folder / "table.csv", table_csv(result.rows, result.labels, with_store,
+                                                               preference=self.preference_names))
             files["table_csv"] = str(folder / "table.csv")
             if plot:
                 self._stage_plot(staging, result, folder, files)
@@ -279,6 +303,12 @@ class Comparison:
             result.files = files
             staging.write_json(folder / "table.json", self.table_json(result))
         return files
+
+    def _score_images(self, result: PromptResult, images: list[tuple[str, Path]]) -> None:
+        """Each prior's PNG (as written) scored against the prompt; the scores join the result's rows."""
+        result.preference = self.preference.score(result.prompt, images)
+        for row in result.rows:
+            row["preference"] = {name: s.score for name, s in result.preference[row["prior"]].items()}
 
     def _stage_plot(self, staging: Staging, result: PromptResult, folder: Path, files: dict[str, str]) -> None:
         if not result.histories:
@@ -321,6 +351,10 @@ class Comparison:
             "device": str(self.decoder_pipe.device) if self.decoder_pipe else None,
             "versions": package_versions(),
             "files": result.files,
+            **({"preference": {
+                "scorers": self.preference.describe(),
+                "details": {lab: {n: s.details for n, s in by.items()} for lab, by in result.preference.items()},
+            }} if self.preference is not None else {}),
         }
 
     def run(
@@ -356,7 +390,7 @@ class Comparison:
         with atomic_outputs() as staging:
             staging.write_text(out_dir / "summary.csv", table_csv(
                 [{**r, "prompts": r["prompts"]} for r in summary], self.labels, self.store is not None,
-                extra=("prompts",)))
+                extra=("prompts",), preference=self.preference_names))
             staging.write_json(out_dir / "summary.json", {
                 "prompts": [r.prompt for r in results], "seeds": seeds, "priors": self.labels,
                 "means": summary, "per_prompt": [{"prompt": r.prompt, "files": r.files} for r in results],

@@ -64,24 +64,28 @@ def comparison_rows(
     return rows
 
 
-def table_columns(labels: Sequence[str], with_store: bool) -> list[str]:
+def table_columns(labels: Sequence[str], with_store: bool, preference: Sequence[str] = ()) -> list[str]:
+    """The CSV columns; `preference`: the scorers of `--preference`, one column each (after the store's)."""
     cols = ["prior", "text_cosine", *[f"cos_{lab}" for lab in labels]]
     if with_store:
         cols += ["mahalanobis", "nn_cosine", "nn_file"]
-    return cols + ["norm", "seconds"]
+    return cols + list(preference) + ["norm", "seconds"]
 
 
 def flatten_row(row: dict[str, Any]) -> dict[str, Any]:
-    flat = {k: v for k, v in row.items() if k != "cosine"}
+    """A row with its `cosine` as `cos_<prior>` columns and its `preference` scores as `<scorer>` columns."""
+    flat = {k: v for k, v in row.items() if k not in ("cosine", "preference")}
     for other, v in row.get("cosine", {}).items():
         flat[f"cos_{other}"] = v
+    flat.update(row.get("preference") or {})
     return flat
 
 
 def table_csv(
-    rows: Sequence[dict[str, Any]], labels: Sequence[str], with_store: bool, extra: Sequence[str] = ()
+    rows: Sequence[dict[str, Any]], labels: Sequence[str], with_store: bool, extra: Sequence[str] = (),
+    preference: Sequence[str] = (),
 ) -> str:
-    cols = [*extra, *table_columns(labels, with_store)]
+    cols = [*extra, *table_columns(labels, with_store, preference)]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -112,6 +116,9 @@ def summary_rows(tables: Sequence[Sequence[dict[str, Any]]], labels: Sequence[st
             mean[k] = float(np.mean(vals)) if vals else None
         cos = {lab: mean.pop(f"cos_{lab}", None) for lab in labels}
         mean["cosine"] = cos
+        scorers = list(dict.fromkeys(n for r in rows for n in r.get("preference") or {}))
+        if scorers:
+            mean["preference"] = {n: mean.pop(n, None) for n in scorers}
         out.append(mean)
     return out
 

@@ -27,8 +27,10 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def render_table(rows: list[dict[str, Any]], labels: list[str], title: str, with_store: bool):
-    """A Rich table of comparison rows (per prompt, or the means of a summary)."""
+def render_table(rows: list[dict[str, Any]], labels: list[str], title: str, with_store: bool,
+                 preference: list[str] | None = None):
+    """A Rich table of comparison rows (per prompt, or the means of a summary); `preference`: one more
+    column per scorer of `--preference`."""
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -36,6 +38,7 @@ def render_table(rows: list[dict[str, Any]], labels: list[str], title: str, with
     table.add_column("prior", min_width=max([len(str(r["prior"])) for r in rows] + [5]))
     numeric = ["cos text"] + [f"cos {lab}" for lab in labels]
     numeric += ["mahalanobis", "nn cos"] if with_store else []
+    numeric += list(preference or [])
     for name in numeric + ["norm", "s"]:
         table.add_column(name, justify="right", min_width=6)
     for r in rows:
@@ -43,6 +46,7 @@ def render_table(rows: list[dict[str, Any]], labels: list[str], title: str, with
         cells += [_fmt(r.get("cosine", {}).get(lab)) for lab in labels]
         if with_store:
             cells += [_fmt(r.get("mahalanobis"), 2), _fmt(r.get("nn_cosine"))]
+        cells += [_fmt((r.get("preference") or {}).get(name)) for name in preference or []]
         cells += [_fmt(r.get("norm"), 3), _fmt(r.get("seconds"), 2)]
         table.add_row(*cells)
     return table
@@ -92,6 +96,11 @@ def compare(
     json_out: Annotated[bool, typer.Option(
         "--json", rich_help_panel=options.OUTPUT,
         help="Print each prompt's table JSON to stdout (one line each), then the summary.")] = False,
+    preference: Annotated[str | None, typer.Option(
+        "--preference", rich_help_panel=options.OUTPUT, show_default=False, metavar="SCORERS",
+        help="Comma-separated scorers that score every prior's image against the prompt, one column each: "
+        "pickscore, hps, imagereward, clip-score (the scorers of `ovi bench score` that need no benchmark "
+        "category); their models as there, e.g. --option pickscore.model=DIR.")] = None,
 ) -> None:
     """Compare priors (TextEmb, OVI, constrained OVI, ECLIPSE, Kandinsky) on the same prompt(s).
 
@@ -101,6 +110,7 @@ def compare(
 
     from ovi_cli.checks import check_output_folder, check_seed
     from ovi_cli.compare import Comparison, parse_priors
+    from ovi_cli.compare_preference import preference_request
     from ovi_cli.console import RichReporter, make_progress, print_table
     from ovi_cli.outputs import slugify
     from ovi_cli.prompts import prompts_from
@@ -118,9 +128,12 @@ def compare(
     check_seed(seed, count=len(prompts))
     settings = settings_from_params(ctx, prior="ovi")
     settings.check()
+    # the scorers' --options leave the run's; CLIP-based scorers use the --model preset's CLIP, as in bench score
+    settings, request = preference_request(preference, settings,
+                                           encoder_model=settings.encoder_model if model else None)
     progress = make_progress(quiet)
     reporter = RichReporter(progress, quiet=quiet)
-    cmp = Comparison(choices, settings, reporter=reporter)
+    cmp = Comparison(choices, settings, reporter=reporter, preference=request)
     warn_about_prompts(model, prompts, reporter.warn)
     console = Console()
 
@@ -128,8 +141,8 @@ def compare(
         if json_out:
             typer.echo(json.dumps(cmp.table_json(result)))
         elif not quiet:
-            print_table(render_table(result.rows, result.labels, result.prompt, cmp.store is not None),
-                        progress.console)
+            print_table(render_table(result.rows, result.labels, result.prompt, cmp.store is not None,
+                                     cmp.preference_names), progress.console)
             progress.console.print(f"-> {', '.join(result.files.values())}", highlight=False)
 
     with progress:
@@ -139,7 +152,7 @@ def compare(
     elif not quiet:
         if len(prompts) > 1:
             print_table(render_table(run.summary, cmp.labels, f"means over {len(prompts)} prompts",
-                                     cmp.store is not None), console)
+                                     cmp.store is not None, cmp.preference_names), console)
         console.print(f"summary -> {run.files['summary_csv']}, {run.files['summary_json']}", highlight=False)
         if not cmp.produces_images:
             console.print("decoder 'embeds': no images, no grid", highlight=False)
