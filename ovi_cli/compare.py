@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -41,6 +41,10 @@ from ovi_cli.plugins import Registry, get_registry
 from ovi_cli.png_recipe import write_png
 from ovi_cli.prompts import validate_prompts
 from ovi_cli.settings import GenSettings
+
+if TYPE_CHECKING:
+    from ovi_cli.bench.score import ScoreRequest
+    from ovi_cli.compare_preference import PreferenceScorers
 
 DEFAULT_PRIORS = "textemb,ovi,eclipse,kandinsky"
 
@@ -150,7 +154,7 @@ class Comparison:
         reporter: Reporter | None = None,
         registry: Registry | None = None,
         encoders: Encoders | None = None,
-        preference: Any = None,
+        preference: ScoreRequest | None = None,
     ) -> None:
         if not choices:
             raise OviError("no prior to compare")
@@ -167,7 +171,7 @@ class Comparison:
         self.decoder_pipe = OviPipeline(replace(settings, prior="textemb", constraints=[]),
                                         reporter=self.reporter, registry=self.registry, encoders=encoders)
         self.trackers: dict[str, list[ReferenceCosine]] = {}
-        self.preference: Any = None  # PreferenceScorers, built (and checked) now
+        self.preference: PreferenceScorers | None = None  # built (names, kinds, options checked) now
         if preference is not None:
             from ovi_cli.compare_preference import PreferenceScorers
 
@@ -306,6 +310,7 @@ class Comparison:
 
     def _score_images(self, result: PromptResult, images: list[tuple[str, Path]]) -> None:
         """Each prior's PNG (as written) scored against the prompt; the scores join the result's rows."""
+        assert self.preference is not None
         result.preference = self.preference.score(result.prompt, images)
         for row in result.rows:
             row["preference"] = {name: s.score for name, s in result.preference[row["prior"]].items()}
