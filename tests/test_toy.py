@@ -217,3 +217,20 @@ def test_parse_prompt_and_canonical_layout():
     dets = O.detect(D.render(scene))
     assert [(d.colour, d.shape) for d in dets] == [("blue", "square"), ("green", "triangle")]
     assert dets[0].cx < 32 < dets[1].cx
+
+
+def test_the_decoder_target_keeps_the_images_background_and_the_canonical_layout():
+    import numpy as np
+
+    from ovi_plugins.toy.train import decoder_target
+
+    scene = D.sample_scene(np.random.default_rng(3))
+    target = decoder_target(scene)
+    assert (target.background, target.gradient, target.noise_std) == (scene.background, scene.gradient, 0.0)
+    assert target.shapes == D.canonical_scene(scene.objects).shapes
+    grey = decoder_target(scene, background=False)
+    assert (grey.background, grey.gradient) == (D.CANONICAL_BACKGROUND, (0.0, 0.0, 0.0))
+    # the top-left pixel is the image's background colour, its bottom row that plus the gradient
+    arr = np.asarray(D.render(target), np.float32)
+    assert np.allclose(arr[0, 0], np.clip(scene.background, 0, 255), atol=0.5)
+    assert np.allclose(arr[-1, 0], np.clip(np.add(scene.background, scene.gradient), 0, 255), atol=1.0)

@@ -51,8 +51,21 @@ def test_reuse_clip_refuses_another_config(full_run):
     out, _ = full_run
     other = TrainConfig.tiny()
     other.seed += 1
-    with pytest.raises(ValueError, match="same training config"):
+    with pytest.raises(ValueError, match="same data and CLIP settings"):
         train_all(out, other, log=lambda _m: None, reuse_clip=True)
+
+
+def test_reuse_clip_retrains_the_decoder_under_another_decoder_setting(full_run, tmp_path):
+    """The decoder's settings may change under --reuse-clip: the CLIP, prior and stats stay those of the
+    full run, the decoder is the one its new settings train (here: each image's own background)."""
+    out, _ = full_run
+    train_all(tmp_path, TrainConfig.tiny(), log=lambda _m: None)
+    other = TrainConfig.tiny()
+    other.decoder_background = not other.decoder_background
+    train_all(tmp_path, other, log=lambda _m: None, reuse_clip=True)
+    for rel in WEIGHTS:
+        same = (tmp_path / rel).read_bytes() == (out / rel).read_bytes()
+        assert same == (not rel.startswith("decoder")), rel
 
 
 

@@ -309,12 +309,16 @@ def scene_for_objects(objects: list[tuple[str, str]], rng: np.random.Generator, 
 CANONICAL_BACKGROUND = (200, 200, 200)
 
 
-def canonical_scene(objects: list[tuple[str, str]], size: int = IMAGE_SIZE) -> Scene:
-    """The decoder's target layout for `objects`: one shape centred, two side by side, plain grey.
+def canonical_scene(objects: list[tuple[str, str]], size: int = IMAGE_SIZE, *,
+                    background: tuple[int, int, int] = CANONICAL_BACKGROUND,
+                    gradient: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Scene:
+    """The decoder's target layout for `objects`: one shape centred, two side by side, no pixel noise.
 
     The toy CLIP's 64-d embedding says well *what* is shown but only roughly *where* and how big;
     a decoder trained with a pixel loss to reproduce the exact images averages those over into
     blur, so the toy decoder is trained to draw this canonical layout instead (README, "Try it offline").
+    `background` and `gradient` default to plain grey; the decoder's training passes each image's
+    own, which its CLIP embedding carries and its caption never names (see `TrainConfig.decoder_background`).
     """
     shapes = []
     if len(objects) == 1:
@@ -324,4 +328,4 @@ def canonical_scene(objects: list[tuple[str, str]], size: int = IMAGE_SIZE) -> S
         for k, (colour, shape) in enumerate(objects):
             shapes.append(Shape(colour, shape, half * (k + 0.5), size / 2, 11.0))
     caption = " and ".join(f"a {c} {s}" for c, s in objects)
-    return Scene(shapes, CANONICAL_BACKGROUND, (0.0, 0.0, 0.0), 0, caption, "canonical", list(objects), 0.0)
+    return Scene(shapes, background, gradient, 0, caption, "canonical", list(objects), 0.0)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ovi_cli.outputs import atomic_write_json, finite_or_none
-from ovi_plugins.toy.dataset import COLOURS, IMAGE_SIZE, SHAPES, canonical_scene, make_arrays, render
+from ovi_plugins.toy.dataset import COLOURS, IMAGE_SIZE, SHAPES, Scene, canonical_scene, make_arrays, render
 from ovi_plugins.toy.nets import DECODER_FORMAT, PRIOR_FORMAT, ToyDecoderNet, ToyPriorNet, save_net
 from ovi_plugins.toy.tokenizer import MAX_LENGTH, write_tokenizer
 
@@ -51,10 +51,17 @@ class TrainConfig:
     clip_steps: int = 1500
     clip_batch: int = 128
     clip_lr: float = 2e-3
+    clip_temperature: float = 0.07  # initial temperature of the learned logit scale (CLIP's 0.07; clamped at 0.01)
     decoder_steps: int = 1200
     decoder_batch: int = 64
     decoder_lr: float = 2e-3
     decoder_base: int = 64
+    # True: the decoder redraws each image's own background (tint and gradient), as unCLIP's decoder
+    # redraws what an image embedding carries beyond its caption; False: plain grey (docs/toy.md)
+    decoder_background: bool = False
+    # std of the Gaussian noise added to the unit embeddings the decoder trains on (0: image embeddings
+    # only, as Kandinsky's decoder is trained)
+    decoder_noise: float = 0.03
     prior_steps: int = 1500
     prior_batch: int = 256
     prior_lr: float = 2e-3
@@ -68,6 +75,17 @@ class TrainConfig:
         return cls(n_train=256, n_heldout=64, clip_steps=6, clip_batch=32, decoder_steps=4, decoder_batch=16,
                    prior_steps=4, prior_batch=32, stats_images=256, vision_layers=1, text_layers=1, width=32,
                    embed_dim=16, decoder_base=16)
+
+
+CLIP_FIELDS = ("seed", "n_train", "n_heldout", "embed_dim", "width", "vision_layers", "text_layers", "patch",
+               "clip_steps", "clip_batch", "clip_lr", "clip_temperature", "threads")
+
+
+def same_clip_config(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether CLIP towers trained under `old` are the ones `new` would train (the fields the data and
+    the CLIP stage read); the decoder, prior and stats settings may differ."""
+    defaults = asdict(TrainConfig())  # a field an older train.json lacks had its default value
+    return all(old.get(k, defaults[k]) == new.get(k, defaults[k]) for k in CLIP_FIELDS)
 
 
 def pixels_from_uint8(arr: np.ndarray) -> Tensor:
@@ -176,7 +194,7 @@ def _train_clip(out: Path, cfg: TrainConfig, tok, pixels: Tensor, group: Tensor,
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)
     text_model, vision_model = _build_clip(cfg, len(tok))
-    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / cfg.clip_temperature)))
     params = list(text_model.parameters()) + list(vision_model.parameters()) + [logit_scale]
     opt = torch.optim.AdamW(params, lr=cfg.clip_lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -192,6 +210,7 @@ def _train_clip(out: Path, cfg: TrainConfig, tok, pixels: Tensor, group: Tensor,
 
     losses = fit("clip", opt, cfg.clip_steps, cfg.clip_lr, batch_loss, log, clip_params=params)
     finish_stage("clip", (text_model, vision_model), losses, t, report)
+    report["checks"]["clip_logit_scale"] = float(logit_scale.detach().exp().clamp(max=100.0))
     text_model.save_pretrained(out / "prior" / "text_encoder")
     vision_model.save_pretrained(out / "prior" / "image_encoder")
     atomic_write_json(out / "prior" / "image_processor" / "preprocessor_config.json", processor_config())
@@ -237,10 +256,12 @@ def _train_in(out: Path, cfg: TrainConfig, log: Log, reuse_clip: bool) -> dict[s
     report: dict[str, Any] = {"config": asdict(cfg), "timings_s": {}, "losses": {}, "checks": {}}
     if reuse_clip:
         old = json.loads((out / "train.json").read_text())
-        if old.get("config") != asdict(cfg):
-            raise ValueError("--reuse-clip needs the same training config as the run that made the CLIP")
+        if not same_clip_config(old.get("config") or {}, asdict(cfg)):
+            raise ValueError("--reuse-clip needs the same data and CLIP settings as the run that made the CLIP")
         report["timings_s"]["clip"] = old["timings_s"]["clip"]
         report["losses"]["clip_final"] = old["losses"]["clip_final"]
+        if "clip_logit_scale" in old.get("checks", {}):
+            report["checks"]["clip_logit_scale"] = old["checks"]["clip_logit_scale"]
     t_all = time.perf_counter()
 
     # ---- data ----------------------------------------------------------------------------
@@ -293,7 +314,7 @@ def _train_decoder(out: Path, cfg: TrainConfig, scenes: list, img_emb: Tensor, r
     t = time.perf_counter()
     torch.manual_seed(cfg.seed + 1)
     dec = ToyDecoderNet(cfg.embed_dim, cfg.decoder_base, IMAGE_SIZE)
-    canonical = np.stack([np.asarray(render(canonical_scene(sc.objects))) for sc in scenes])
+    canonical = np.stack([np.asarray(render(decoder_target(sc, cfg.decoder_background))) for sc in scenes])
     target = torch.from_numpy(canonical).permute(0, 3, 1, 2).float() / 255.0
     opt = torch.optim.AdamW(dec.parameters(), lr=cfg.decoder_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -301,13 +322,22 @@ def _train_decoder(out: Path, cfg: TrainConfig, scenes: list, img_emb: Tensor, r
     def decoder_loss(step: int) -> Tensor:
         idx = torch.randint(0, len(target), (cfg.decoder_batch,), generator=gen)
         e = F.normalize(img_emb[idx], dim=-1)
-        e = e + 0.03 * torch.randn(e.shape, generator=gen)  # mild robustness to embeddings off the data
+        if cfg.decoder_noise:  # robustness to embeddings off the data (hides the modality gap: docs/toy.md)
+            e = e + cfg.decoder_noise * torch.randn(e.shape, generator=gen)
         pred = dec(e)
         return F.mse_loss(pred, target[idx]) + 0.5 * F.l1_loss(pred, target[idx])
 
     losses = fit("decoder", opt, cfg.decoder_steps, cfg.decoder_lr, decoder_loss, log)
     finish_stage("decoder", (dec,), losses, t, report)
     save_net(dec, out / "decoder", DECODER_FORMAT)
+
+
+def decoder_target(scene: Scene, background: bool = True) -> Scene:
+    """What the decoder learns to draw for a training image: its objects in the canonical layout, on
+    the image's own background (tint and gradient, no pixel noise) or, with `background=False`, on grey."""
+    if not background:
+        return canonical_scene(scene.objects)
+    return canonical_scene(scene.objects, background=scene.background, gradient=scene.gradient)
 
 
 def _train_prior(out: Path, cfg: TrainConfig, img_emb: Tensor, text_out: Any, group: Tensor, mask: Tensor,
