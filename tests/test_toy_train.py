@@ -96,3 +96,48 @@ def test_an_empty_out_folder_is_filled(full_run, tmp_path):
     train_all(empty, TrainConfig.tiny(), log=lambda _m: None)
     assert (empty / WEIGHTS[2]).read_bytes() == (out / WEIGHTS[2]).read_bytes()
     assert [p.name for p in tmp_path.iterdir()] == ["empty"]  # no temporary left beside it
+
+
+def test_training_settings_parse_by_their_field_type():
+    cfg = TrainConfig().with_settings(["decoder_noise=0", "clip_temperature=0.01", "decoder_background=true",
+                                       "clip_steps=10"])
+    assert (cfg.decoder_noise, cfg.clip_temperature, cfg.decoder_background, cfg.clip_steps) == (0.0, 0.01, True, 10)
+    assert TrainConfig().with_settings([]) == TrainConfig()
+    for bad, needle in (("nope=1", "KEY one of"), ("clip_steps", "KEY one of"), ("clip_steps=1.5", "int values"),
+                        ("decoder_noise=abc", "float values"), ("decoder_background=maybe", "bool values"),
+                        ("clip_temperature=0", "> 0"), ("decoder_noise=-1", ">= 0"), ("clip_lr=nan", "finite")):
+        with pytest.raises(ValueError, match=needle):
+            TrainConfig().with_settings([bad])
+
+
+def test_a_trained_folder_is_evaluated_with_its_own_models(full_run, run_cli, tmp_path):
+    """`ovi toy train --set ...` then `ovi eval toy --models DIR`: every run generates and scores with the
+    folder's CLIP, decoder, stats and toy prior, none with the shipped ones."""
+    from tests.helpers.reliability import one_line_error
+
+    models = tmp_path / "models"
+    res = run_cli("toy", "train", "--tiny", "--set", "decoder_noise=0", "--set", "decoder_background=true",
+                  "--out", models)
+    assert res.code == 0, res.stderr
+    config = json.loads((models / "train.json").read_text())["config"]
+    assert (config["decoder_noise"], config["decoder_background"]) == (0.0, True)
+    out = tmp_path / "eval"
+    res = run_cli("eval", "toy", "--prompts", "1", "--steps", "2", "--mahalanobis-weights", "0.03",
+                  "--models", models, "--out", out, "--quiet")
+    assert res.code == 0, res.stderr
+    checked = 0
+    for bench in out.glob("*/bench.json"):
+        settings = json.loads(bench.read_text())["settings"]
+        if settings.get("prior") == "real":
+            continue
+        checked += 1
+        assert settings["encoder_model"] == str(models / "prior"), bench
+        assert settings["decoder_model"] == str(models / "decoder"), bench
+        assert settings["stats"] == str(models / "stats"), bench
+        if settings["prior"] == "toy-prior":
+            assert settings["options"]["toy-prior"]["model"] == str(models / "toy_prior")
+    assert checked == 5  # textemb, ovi, ovi+mahalanobis:0.03, ovi+nn, toy-prior
+    one_line_error(run_cli("eval", "toy", "--models", tmp_path, "--out", tmp_path / "e2"),
+                   "is not a toy models folder")
+    one_line_error(run_cli("toy", "train", "--tiny", "--set", "clip_temperature=0", "--out", tmp_path / "t2"),
+                   "--set", "> 0")

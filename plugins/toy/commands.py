@@ -38,11 +38,14 @@ def eval_toy_command(
         help="Comma-separated mahalanobis weights to compare (the largest should collapse).")] = "0.003,0.03,1",
     real: Annotated[bool, typer.Option("--real/--no-real", help="Add real rendered images of the prompts "
                                        "(the ceiling).")] = True,
+    models: Annotated[Path | None, typer.Option(
+        "--models", help="A toy models folder made by `ovi toy train --out DIR` (default: the shipped models).",
+        show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """The benchmark harness's toy preset: textemb, ovi, ovi+mahalanobis, ovi+nn and the toy prior, each
     `ovi bench generate toy --model toy` + `ovi bench score --scorers oracle,clip-score`, then one table."""
-    from ovi_plugins.toy.eval import default_methods, generate_runs, score_runs, write_table
+    from ovi_plugins.toy.eval import default_methods, generate_runs, models_overrides, score_runs, write_table
 
     if prompts is not None:
         check_int(prompts, "--prompts", minimum=1, maximum=100_000)
@@ -50,13 +53,14 @@ def eval_toy_command(
     check_int(steps, "--steps", minimum=1, maximum=MAX_STEPS)
     check_seed(seed, count=images_per_prompt)
     check_output_folder(out)
+    overrides = models_overrides(models)
     methods = default_methods(_weights(mahalanobis_weights))
     progress = _ui.progress(quiet)
     reporter = _ui.reporter(progress, quiet=quiet)
     with progress:  # the library's bench and score runs, reporting through the Reporter
         runs = generate_runs(out, steps=steps, images_per_prompt=images_per_prompt, seed=seed, limit=prompts,
-                             methods=methods, real=real, reporter=reporter)
-        score_runs(runs, reporter)
+                             methods=methods, real=real, reporter=reporter, overrides=overrides)
+        score_runs(runs, reporter, models)
     table = write_table(out, runs)
     _ui.print_table(table, f"ovi eval toy: {len(runs)} runs, {steps} OVI steps, "
                     f"{images_per_prompt} image(s) per prompt")
@@ -99,7 +103,11 @@ def add_commands(app: typer.Typer, ui: Any) -> None:
         tiny: Annotated[bool, typer.Option("--tiny", help="Seconds-long smoke run (barely trained models).")] = False,
         threads: Annotated[int, typer.Option(help="CPU threads (1 = bit-reproducible on one machine).")] = 1,
         reuse_clip: Annotated[bool, typer.Option(
-            "--reuse-clip", help="Keep the CLIP towers already in --out (same config) and retrain the rest.")] = False,
+            "--reuse-clip", help="Keep the CLIP towers already in --out (same data and CLIP settings) and "
+            "retrain the rest.")] = False,
+        set_: Annotated[list[str] | None, typer.Option(
+            "--set", help="A training setting KEY=VALUE (repeatable; the fields of TrainConfig in "
+            "plugins/toy/train.py, e.g. decoder_noise=0 or clip_temperature=0.01).", show_default=False)] = None,
     ) -> None:
         """Train the toy CLIP, decoder and prior on CPU (about 15 minutes) and write them in the hub layouts."""
         from dataclasses import replace
@@ -114,6 +122,10 @@ def add_commands(app: typer.Typer, ui: Any) -> None:
         if not reuse_clip and out.exists() and any(out.iterdir()):
             raise OviError(f"--out {str(out)!r} exists and is not empty")
         cfg = replace(TrainConfig.tiny() if tiny else TrainConfig(), seed=seed, threads=threads)
+        try:
+            cfg = cfg.with_settings(set_ or [])
+        except ValueError as exc:
+            raise OviError(f"--set: {exc}") from exc
         try:
             train_all(out, cfg, log=typer.echo, reuse_clip=reuse_clip)
         except ValueError as exc:

@@ -58,6 +58,22 @@ def method_settings(method: Method, *, steps: int, seed: int, **overrides: Any) 
     return apply_model(GenSettings(**given), "toy", set(given))
 
 
+def models_overrides(models: Path | None) -> dict[str, Any]:
+    """The settings that point `--model toy` at another trained toy folder (`ovi toy train --out DIR`):
+    its CLIP towers, decoder, stats store and toy prior. None: the shipped models (no overrides)."""
+    from ovi_plugins.toy.preset import toy_paths
+
+    if models is None:
+        return {}
+    paths = toy_paths(Path(models))
+    for path in paths.values():
+        if not path.is_dir():
+            raise OviError(f"--models {str(models)!r} is not a toy models folder (made by `ovi toy train "
+                           f"--out DIR`): it has no {path.name}/")
+    return {"encoder_model": str(paths["encoder"]), "decoder_model": str(paths["decoder"]),
+            "stats": str(paths["stats"]), "options": {"toy-prior": {"model": str(paths["prior"])}}}
+
+
 def write_real_run(run: Path, *, images_per_prompt: int, seed: int, limit: int | None) -> None:
     """Real rendered images of the toy prompts in the benchmark layout (skips images already there)."""
     import numpy as np
@@ -112,20 +128,24 @@ def generate_runs(out: Path, *, steps: int = 300, images_per_prompt: int = 1, se
     return runs
 
 
-def score_runs(runs: list[Path], reporter: Reporter | None = None) -> None:
-    """The score run of `ovi bench score RUN --scorers oracle,clip-score --model toy` for every run."""
+def score_runs(runs: list[Path], reporter: Reporter | None = None, models: Path | None = None) -> None:
+    """The score run of `ovi bench score RUN --scorers oracle,clip-score --model toy` for every run
+    (`models`: the clip score in that toy folder's CLIP instead of the shipped one)."""
     from ovi_cli.bench.score import ScoreRequest, score_run
     from ovi_plugins.toy.preset import toy_paths
 
-    request = ScoreRequest(scorers=list(SCORERS), encoder_model=str(toy_paths()["encoder"]))
+    encoder = models_overrides(models).get("encoder_model") or str(toy_paths()["encoder"])
+    request = ScoreRequest(scorers=list(SCORERS), encoder_model=encoder)
     for run in runs:
         score_run(run, request, reporter=reporter)
 
 
 def run_eval(out: Path, **kwargs: Any) -> list[Path]:
     """`generate_runs` then `score_runs` (silent unless a `reporter` is given); the run folders."""
+    models = kwargs.pop("models", None)
+    kwargs["overrides"] = {**models_overrides(models), **(kwargs.get("overrides") or {})}
     runs = generate_runs(out, **kwargs)
-    score_runs(runs, kwargs.get("reporter"))
+    score_runs(runs, kwargs.get("reporter"), models)
     return runs
 
 

@@ -69,6 +69,34 @@ class TrainConfig:
     stats_images: int = 10000
     threads: int = 1
 
+    def with_settings(self, pairs: list[str]) -> TrainConfig:
+        """A copy with `KEY=VALUE` settings applied, each value parsed as its field's type; ValueError
+        names an unknown key or a value of the wrong type."""
+        from dataclasses import fields, replace
+
+        types = {f.name: f.type for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for pair in pairs:
+            key, sep, text = pair.partition("=")
+            key = key.strip()
+            if not sep or key not in types:
+                raise ValueError(f"{pair!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
+            kind = types[key] if isinstance(types[key], str) else types[key].__name__
+            try:
+                if kind == "bool":
+                    if text.lower() not in ("true", "false", "1", "0"):
+                        raise ValueError
+                    changes[key] = text.lower() in ("true", "1")
+                else:
+                    changes[key] = {"int": int, "float": float}[kind](text)
+            except ValueError:
+                raise ValueError(f"{pair!r}: {key} takes {kind} values") from None
+            if kind in ("int", "float"):
+                low = 0 if key in ("seed", "n_heldout", "decoder_noise", "prior_contrastive") else None
+                if not math.isfinite(changes[key]) or (changes[key] < 0 if low == 0 else changes[key] <= 0):
+                    raise ValueError(f"{pair!r}: {key} must be a finite number {'>= 0' if low == 0 else '> 0'}")
+        return replace(self, **changes)
+
     @classmethod
     def tiny(cls) -> TrainConfig:
         """Seconds-long settings for tests (the models it makes are barely trained)."""
