@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 
-def toy_embeddings(reference: Path, encoder: str, limit: int) -> dict[str, np.ndarray]:
+def toy_embeddings(reference: Path, encoder: str, limit: int, prior_model: Path) -> dict[str, np.ndarray]:
     """The first `limit` reference images' CLIP image embeddings, their captions' text embeddings (what
     TextEmb feeds the decoder) and the trained toy prior's embeddings of the same captions."""
     import torch
@@ -41,7 +41,7 @@ def toy_embeddings(reference: Path, encoder: str, limit: int) -> dict[str, np.nd
     enc = Encoders.load(encoder, device="cpu")
     captions = [r.get("text") or r.get("caption") for r in rows]
     files = [reference / r["file"] for r in rows]
-    prior = ToyPrior(PluginContext(name="toy-prior", device=torch.device("cpu")))
+    prior = ToyPrior(PluginContext(name="toy-prior", device=torch.device("cpu"), options={"model": str(prior_model)}))
     img, txt, pri = [], [], []
     for i in range(0, len(rows), 64):
         batch = captions[i:i + 64]
@@ -112,6 +112,8 @@ def main() -> None:
     ap.add_argument("reference", type=Path)
     ap.add_argument("--seeds", default="0,1,2", help="bootstrap seeds of the FD interval")
     ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--models", type=Path, default=None,
+                    help="the toy models folder EVAL_OUT was made with (`ovi eval toy --models`; default: shipped)")
     ap.add_argument("--gap-images", type=int, default=1000,
                     help="reference images for the modality gap and the decoder probe (the probe uses halves)")
     args = ap.parse_args()
@@ -119,10 +121,11 @@ def main() -> None:
     from ovi_cli.bench.table import build_table, compositional_mean, load_run
     from ovi_plugins.toy.preset import toy_paths
 
-    encoder = str(toy_paths()["encoder"])
-    emb = toy_embeddings(args.reference, encoder, args.gap_images)
+    paths = toy_paths(args.models) if args.models else toy_paths()
+    encoder = str(paths["encoder"])
+    emb = toy_embeddings(args.reference, encoder, args.gap_images, paths["prior"])
     print("modality gap of the toy CLIP:", json.dumps(modality_gap(emb), indent=1))
-    probe = decoder_probe(emb, encoder, toy_paths()["decoder"])
+    probe = decoder_probe(emb, encoder, paths["decoder"])
     print("decoder probe (FD in the toy CLIP space against the other half's real images):",
           json.dumps(probe, indent=1))
     runs = sorted(p.parent for p in args.eval_out.glob("*/scores.json"))
