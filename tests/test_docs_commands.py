@@ -91,13 +91,13 @@ def test_docs_name_only_commands_and_flags_that_exist():
 
 def test_the_checker_catches_a_stale_flag_and_a_missing_command(tmp_path, monkeypatch):
     (tmp_path / "page.md").write_text("Run `ovi gen \"a cat\" --reference 500` or\n\n```bash\n"
-                                      "ovi stats frobnicate S\novi eval toy --models DIR -q  # old\n"
+                                      "ovi stats frobnicate S\novi eval toy --weights DIR -q  # old\n"
                                       "ovi toy dataset|train\n```\n")
     monkeypatch.setattr(f"{__name__}.DOCS", tmp_path)
     found = problems()
     assert any("ovi gen has no flag --reference" in p for p in found)
     assert any("ovi stats has no command 'frobnicate'" in p for p in found)
     assert not any("dataset" in p for p in found)
-    assert any("ovi eval toy has no flag --models" in p for p in found)
+    assert any("ovi eval toy has no flag --weights" in p for p in found)
     assert not any("-q" in p.split("has no flag ")[-1] for p in found)
     assert len(found) == 3
