@@ -66,9 +66,14 @@ def preference_request(text: str | None, settings: GenSettings, *, encoder_model
     owned = {o: dict(v) for o, v in settings.options.items() if o in scorers and o not in others}
     rest = {o: dict(v) for o, v in settings.options.items() if o not in owned}
     settings = replace(settings, options=rest)
+    names = parse_scorer_list(text) if text is not None else []
+    unused = sorted(set(owned) - set(names))
+    if unused:  # an option of a scorer that will not run is a mistake, not a no-op
+        raise OviError(f"--option {unused[0]}.{next(iter(owned[unused[0]]))}: {unused[0]} is a scorer that this "
+                       f"compare does not run; add it to --preference (e.g. --preference {unused[0]})")
     if text is None:
         return settings, None
-    return settings, ScoreRequest(scorers=parse_scorer_list(text), device=settings.device, options=owned,
+    return settings, ScoreRequest(scorers=names, device=settings.device, options=owned,
                                   encoder_model=encoder_model)
 
 

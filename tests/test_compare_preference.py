@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ovi_cli.compare_report import summary_rows, table_csv
+from ovi_cli.errors import OviError
 
 SCORERS = ("pickscore", "hps", "imagereward", "clip-score")
 
@@ -123,6 +124,8 @@ def test_the_rich_table_shows_the_scorer_columns(models, tmp_path, run_cli):
     (("--preference", "pickscore", "--decoder", "embeds"), "decoder 'embeds' makes none"),
     (("--preference", "pickscore", "--option", "pickscore.nope=1"), "'pickscore' has no option 'nope'"),
     (("--preference", "pickscore"), "hf download"),  # the hub id, offline: the one-line advice
+    (("--option", "pickscore.model=DIR"), "pickscore is a scorer that this compare does not run"),
+    (("--preference", "hps", "--option", "pickscore.model=DIR"), "add it to --preference"),
     (("--preference", "imagereward"), "'google-bert/bert-base-uncased' (then --option imagereward.tokenizer DIR)"),
 ])
 def test_bad_preference_is_one_line_before_any_model_loads(args, message, tmp_path, run_cli, monkeypatch):
@@ -151,7 +154,9 @@ def test_scorer_options_leave_the_run_settings(models):
     assert rest.options == {"nn": {"k": 3}} and settings.options["pickscore"] == {"model": "DIR"}
     assert request.scorers == ["pickscore", "hps"] and request.options == {"pickscore": {"model": "DIR"}}
     assert request.encoder_model == "CLIP"
-    assert preference_request(None, settings)[1] is None
+    assert preference_request(None, GenSettings(options={"nn": {"k": 3}}))[1] is None
+    with pytest.raises(OviError, match="pickscore is a scorer that this compare does not run"):
+        preference_request(None, settings)
 
 
 def test_report_columns_and_means_of_preference_scores():
