@@ -1,7 +1,7 @@
 """Constant-memory builds: peak RSS and wall time vs count, and webdataset images/s vs the encoder alone.
 
     .venv/bin/python benchmarks/scale_build.py embeddings --sizes 100000 1000000
-    .venv/bin/python benchmarks/scale_build.py webdataset --images 1024
+    .venv/bin/python benchmarks/scale_build.py webdataset --images 1024 --pairs 5 --profile
 
 `embeddings`: for each N, writes a synthetic clip-retrieval folder (`img_emb/img_emb_K.npy` float16
 [rows, 1280] + `metadata/metadata_K.parquet`, `--rows-per-file` rows a file, generated chunk by
@@ -13,10 +13,14 @@ what must not grow with N) and the peak of the whole build (the index phase adds
 checked against numpy (float64 `mean`, `cov`) on a store built from the first file alone.
 
 `webdataset`: renders `--images` toy-world images (`ovi_plugins.toy.dataset`) into img2dataset
-shards (JPEG + caption + json), then times, with the shipped toy encoder, (a) `build_stats` on the
-shards (`--workers` decoding processes, batch 64), (b) the encoder alone on the same images
-already decoded and preprocessed (`encode_pixels`, batch 64), and prints images/s of both and the
-ratio (goal >= 0.9). The LAST line printed is JSON.
+shards (JPEG + caption + json), then times, with the shipped toy encoder (`--threads` torch
+threads), (a) the encoder alone on the same images already decoded and preprocessed
+(`encode_pixels`, batch 64) and (b) `build_stats` on the shards (`--workers` decoding processes,
+batch 64), alternated `--pairs` times (A B A B ...: a pair's two halves see the same load), and
+prints each pair's images/s, its ratio b/a (goal >= 0.9) and the median ratio, for the whole build
+and for its steady state (first batch folded in to the last: no worker start-up, no store writing). `--profile` first
+prints the CPU time an image of each stage (tar reading, JPEG decode, preprocessing, encoder),
+which does not depend on the machine's load. The LAST line printed is JSON.
 """
 
 from __future__ import annotations
@@ -146,53 +150,118 @@ def check_moments(layout: Path, tmp: Path, dim: int) -> dict:
             "cov": float(np.abs(np.asarray(store.cov) - np.cov(x.T)).max())}
 
 
+def write_shards(shards: Path, n: int, per_tar: int) -> list:
+    """`n` toy-world images as img2dataset tars of `per_tar` samples (JPEG q90 + caption + json); the PIL images."""
+    from ovi_plugins.toy.dataset import iter_scenes, render
+
+    images, tar = [], None
+    for i, scene in enumerate(iter_scenes(n, seed=0)):
+        if i % per_tar == 0:
+            tar = tarfile.open(shards / f"{i // per_tar:05d}.tar", "w")
+        buf = io.BytesIO()
+        im = render(scene)
+        im.save(buf, format="JPEG", quality=90)
+        images.append(im)
+        for suffix, data in (("jpg", buf.getvalue()), ("txt", scene.caption.encode()),
+                             ("json", json.dumps({"key": f"{i:09d}"}).encode())):
+            info = tarfile.TarInfo(f"{i:09d}.{suffix}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if i % per_tar == per_tar - 1 or i == n - 1:
+            tar.close()
+    return images
+
+
+def profile_stages(shards: Path, enc, n: int) -> dict:
+    """CPU seconds an image of each stage of a build, one after the other in this process (one thread).
+
+    CPU time (`time.process_time`), not wall time: what each stage costs does not depend on what else
+    the machine runs. Stages: reading the tars into samples (webdataset's tar iterator), JPEG decode
+    (`load_rgb`), preprocessing (the encoder's image processor, batches of 64), the encoder (batches of 64).
+    """
+    import torch
+
+    from ovi_plugins.sources import WebdatasetSource
+    from ovi_stats.images import load_rgb
+
+    src = WebdatasetSource(str(shards))
+    cost = {}
+    t = time.process_time()
+    samples = [s for u in src.units() for s in src.samples(u)]
+    cost["tar_read"] = time.process_time() - t
+    t = time.process_time()
+    images = [load_rgb(s.image, getattr(enc, "image_size", None)) for s in samples]
+    cost["jpeg_decode"] = time.process_time() - t
+    t = time.process_time()
+    pixels = [enc.image_processor(images=images[i : i + 64], return_tensors="pt")["pixel_values"]
+              for i in range(0, len(images), 64)]
+    cost["preprocess"] = time.process_time() - t
+    t = time.process_time()
+    with torch.no_grad():
+        for p in pixels:
+            enc.encode_pixels(p)
+    cost["encode"] = time.process_time() - t
+    ms = {k: 1000 * v / n for k, v in cost.items()}
+    print("CPU ms an image: " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items())
+          + f"; decoding side (tar + decode + preprocess) {ms['tar_read'] + ms['jpeg_decode'] + ms['preprocess']:.2f}"
+          + f" vs encoder {ms['encode']:.2f}", flush=True)
+    return {"cpu_ms_per_image": {k: round(v, 3) for k, v in ms.items()}}
+
+
 def run_webdataset(args) -> dict:
     import torch
 
     from ovi_cli.encoders import Encoders
     from ovi_plugins.sources import WebdatasetSource
-    from ovi_plugins.toy.dataset import iter_scenes, render
     from ovi_stats.build import build_stats
 
+    torch.set_num_threads(args.threads)
     enc = Encoders.load(str(ROOT / "plugins" / "toy" / "models" / "prior"), device="cpu")
+    out: dict = {"images": args.images, "per_tar": args.per_tar, "workers": args.workers, "threads": args.threads,
+                 "cpus": os.cpu_count(), "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         shards = Path(tmp) / "shards"
         shards.mkdir()
-        images = []
-        for i, scene in enumerate(iter_scenes(args.images, seed=0)):
-            if i % 256 == 0:
-                tar = tarfile.open(shards / f"{i // 256:05d}.tar", "w")
-            buf = io.BytesIO()
-            im = render(scene)
-            im.save(buf, format="JPEG", quality=90)
-            images.append(im)
-            for suffix, data in (("jpg", buf.getvalue()), ("txt", scene.caption.encode()),
-                                 ("json", json.dumps({"key": f"{i:09d}"}).encode())):
-                info = tarfile.TarInfo(f"{i:09d}.{suffix}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            if i % 256 == 255 or i == args.images - 1:
-                tar.close()
+        images = write_shards(shards, args.images, args.per_tar)
+        print(f"{args.images} images in {len(list(shards.iterdir()))} tars; load {os.getloadavg()}", flush=True)
+        if args.profile:
+            out["profile"] = profile_stages(shards, enc, args.images)
         pixels = [enc.image_processor(images=images[i : i + 64], return_tensors="pt")["pixel_values"]
                   for i in range(0, len(images), 64)]
-        ratios = []
-        for rep in range(args.repeats):  # alternate, so both see the same machine load
-            t0 = time.perf_counter()
+        pairs = []
+        for rep in range(args.pairs):  # A B A B ...: both halves of a pair see the same machine load
+            t0, c0 = time.perf_counter(), time.process_time()
             with torch.no_grad():
                 for p in pixels:
                     enc.encode_pixels(p)
-            enc_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
+            enc_s, enc_cpu = time.perf_counter() - t0, time.process_time() - c0
+            t0, c0, folded = time.perf_counter(), time.process_time(), []
             res = build_stats(WebdatasetSource(str(shards)), Path(tmp) / f"s{rep}", enc, batch_size=64,
-                              workers=args.workers, checkpoint_seconds=60)
-            build_s = time.perf_counter() - t0
+                              workers=args.workers, checkpoint_seconds=60,
+                              on_batch=lambda b, folded=folded: folded.append(time.perf_counter()))
+            build_s, build_cpu = time.perf_counter() - t0, time.process_time() - c0
             assert res.store.count == args.images
-            ratios.append({"encoder_only_img_s": args.images / enc_s, "build_img_s": args.images / build_s,
-                           "ratio": enc_s / build_s})
-            print(f"repeat {rep}: encoder alone {args.images / enc_s:.0f} img/s, build-stats on shards "
-                  f"{args.images / build_s:.0f} img/s, ratio {enc_s / build_s:.2f}", flush=True)
-    return {"images": args.images, "workers": args.workers, "runs": ratios,
-            "ratios": [round(r["ratio"], 3) for r in ratios]}  # every run: no best-of
+            # steady state: from the first batch folded in to the last (no worker start-up, no store writing)
+            steady = (args.images - 64) / (folded[-1] - folded[0])
+            pairs.append({"encoder_only_img_s": args.images / enc_s, "build_img_s": args.images / build_s,
+                          "ratio": enc_s / build_s, "steady_build_img_s": steady,
+                          "steady_ratio": steady * enc_s / args.images, "load": os.getloadavg()[0],
+                          "main_cpu_ms_per_image": {"encoder_only": 1000 * enc_cpu / args.images,
+                                                    "build": 1000 * build_cpu / args.images}})
+            print(f"pair {rep}: encoder alone {args.images / enc_s:.0f} img/s, build-stats on shards "
+                  f"{args.images / build_s:.0f} img/s, ratio {enc_s / build_s:.2f}, steady state "
+                  f"{steady:.0f} img/s, ratio {steady * enc_s / args.images:.2f} (load {os.getloadavg()[0]:.2f}; "
+                  f"main process CPU ms an image {1000 * enc_cpu / args.images:.2f} vs "
+                  f"{1000 * build_cpu / args.images:.2f})",
+                  flush=True)
+    ratios, steady = [p["ratio"] for p in pairs], [p["steady_ratio"] for p in pairs]
+    out.update(pairs=pairs, ratios=[round(r, 3) for r in ratios], median_ratio=round(float(np.median(ratios)), 3),
+               steady_ratios=[round(r, 3) for r in steady], median_steady_ratio=round(float(np.median(steady)), 3),
+               load_after=os.getloadavg())
+    print(f"median ratio over {len(ratios)} pairs: {out['median_ratio']:.2f} whole build, "
+          f"{out['median_steady_ratio']:.2f} steady state (goal >= 0.9); ratios {out['ratios']}, "
+          f"steady {out['steady_ratios']}", flush=True)
+    return out
 
 
 def main() -> None:
@@ -203,7 +272,10 @@ def main() -> None:
     ap.add_argument("--rows-per-file", type=int, default=100_000)
     ap.add_argument("--images", type=int, default=1024)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--per-tar", type=int, default=256, help="samples a tar")
+    ap.add_argument("--pairs", type=int, default=5, help="encoder-alone / build pairs, alternated")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the encoding process")
+    ap.add_argument("--profile", action="store_true", help="first, CPU ms an image of each stage")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     if args.mode == "embeddings":

@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/scale_nn.py                          # 100k and 1M vectors
     .venv/bin/python benchmarks/scale_nn.py --sizes 100000 --kinds ivfpq opq --dim 128
+    nohup nice -n 10 .venv/bin/python -u benchmarks/scale_nn.py --sizes 100000 1000000 --kinds ivfpq opq \
+        --bytes-per-vector 48 > nn.log 2>&1 &
 
 Data: a Gaussian mixture (`--clusters` centres ~ N(0, I), points = centre + `--spread` * N(0, I),
 cluster sizes Zipf-like), so neighbours mean something (uniform noise has no neighbours worth the
@@ -19,6 +21,13 @@ stored vectors:
     `ovi_cli.losses.nn_term`), run once with the exact (flat) store and once with the kind's; at
     every step the kind's term is compared with the exact term *at the same embedding*: max and
     mean |difference|.
+Every index is built by the library's own rules (`ovi_stats.index`: the list count `ivf_lists(N)`,
+training on a seeded sample of `min(N, TRAIN_PER_LIST * nlist)` vectors, autofaiss's rule, the PQ
+code for the budget: 4 GiB, or `--bytes-per-vector B` x N, the budget under which `auto` picks a
+compressed index); the script prints which kind `--index auto` would pick at each N
+(for `--dim` and for 1280-d embeddings), the chosen parameters and sample size, and a time stamp
+before each phase (`--faiss-verbose` also prints faiss's own k-means progress). `--threads`
+(default 1) caps faiss's and torch's threads, for a shared machine.
 The LAST line printed is JSON (all figures).
 """
 
@@ -41,6 +50,29 @@ from ovi_stats import index as nn_index  # noqa: E402
 from ovi_stats.store import write_store  # noqa: E402
 
 ENC = {"source": "synthetic/gaussian-mixture", "fingerprint": "bench"}
+T0 = time.perf_counter()
+
+
+def say(text: str) -> None:
+    print(f"[{time.perf_counter() - T0:7.1f} s] {text}", flush=True)
+
+
+def verbose_faiss() -> None:
+    """Make every index the library builds report its training (faiss prints k-means iterations)."""
+    import faiss
+
+    factory = faiss.index_factory
+
+    def loud(*args, **kwargs):
+        index = factory(*args, **kwargs)
+        index.verbose = True
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None:
+            ivf.verbose = True
+            ivf.cp.verbose = True
+        return index
+
+    faiss.index_factory = loud
 
 
 def mixture(n: int, dim: int, clusters: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,18 +140,38 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW builds above this size (slow on a CPU)")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="faiss and torch threads (default 1: a shared machine)")
+    ap.add_argument("--bytes-per-vector", type=int, default=None,
+                    help="index budget = this x N (default: the 4 GiB default budget)")
+    ap.add_argument("--faiss-verbose", action="store_true", help="print faiss's training progress")
     args = ap.parse_args()
-    results = []
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    if args.faiss_verbose:
+        verbose_faiss()
+    say(f"faiss {faiss.__version__}, {args.threads} thread(s), sizes {args.sizes}, kinds {args.kinds}, "
+        f"dim {args.dim}")
+    results, auto = [], {}
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for n in args.sizes:
+            memory = args.bytes_per_vector * n if args.bytes_per_vector else nn_index.DEFAULT_MEMORY
+            auto[n] = {d: nn_index.choose_kind(n, d, memory) for d in sorted({args.dim, 1280})}
+            lists = nn_index.ivf_lists(n)
+            say(f"N={n}: --index auto picks {auto[n]} (dim: kind, budget {memory / 2**20:.1f} MiB); IVF kinds: "
+                f"nlist {lists}, "
+                f"trained on {min(n, nn_index.TRAIN_PER_LIST * lists)} vectors")
             x, centres = mixture(n, args.dim, args.clusters, args.spread, seed=0)
             names = [f"row{i}" for i in range(n)]
+            say(f"N={n}: data drawn; writing the exact (flat) store")
             t0 = time.perf_counter()
             ref = write_store(Path(tmp) / f"flat-{n}", x, names, encoder=ENC, index="flat")
-            print(f"N={n}: flat store in {time.perf_counter() - t0:.1f} s", flush=True)
+            say(f"N={n}: flat store in {time.perf_counter() - t0:.1f} s")
             del x
             q = draws(centres, args.queries, args.spread, seed=1)
             truth = exact(ref, q, 10)
+            say(f"N={n}: exact top-10 of {args.queries} queries")
             starts = draws(centres, args.batch, args.spread, seed=2)
             target = np.random.default_rng(3).standard_normal((args.batch, args.dim)).astype(np.float32)
             for kind in ["flat"] + list(args.kinds):
@@ -129,15 +181,18 @@ def main() -> None:
                 if kind == "flat":
                     store, build_s = ref, None
                 else:
+                    say(f"N={n} {kind}: building (train, add, write, held-out recall)")
                     t0 = time.perf_counter()
                     store = write_store(Path(tmp) / f"{kind}-{n}", np.asarray(ref.embeddings), names, encoder=ENC,
-                                        index=kind)
+                                        index=kind, index_memory=memory)
                     build_s = time.perf_counter() - t0
+                    say(f"N={n} {kind}: built in {build_s:.0f} s, {store.index_params}; measuring")
                 _, raw_ids = nn_index.search(store.index, q, 10)
                 _, ids = store.search(q, 10)
                 qb = q[: args.batch]
                 row = {
-                    "n": n, "dim": args.dim, "kind": kind, "params": store.index_params,
+                    "n": n, "dim": args.dim, "kind": kind, "threads": args.threads, "index_memory": memory,
+                    "params": store.index_params,
                     "index_bytes": store.index_bytes(), "build_s": build_s,
                     "recall1_index": nn_index.recall_at(raw_ids[:, :1], truth[:, :1]),
                     "recall10_index": nn_index.recall_at(raw_ids, truth),
@@ -147,13 +202,13 @@ def main() -> None:
                     **loop_term_error(store, ref, starts, target, args.steps),
                 }
                 results.append(row)
-                print(f"N={n} {kind:6s} recall@1 {row['recall1']:.3f} (index {row['recall1_index']:.3f}) "
+                say(f"N={n} {kind:6s} recall@1 {row['recall1']:.3f} (index {row['recall1_index']:.3f}) "
                       f"recall@10 {row['recall10']:.3f} (index {row['recall10_index']:.3f}) "
                       f"query {row['query_ms_batch']:.2f} ms/batch{args.batch}  term |diff| max "
                       f"{row['term_diff_max']:.2e} mean {row['term_diff_mean']:.2e}  "
                       f"index {row['index_bytes'] / 1e6:.1f} MB"
-                      + (f"  built in {build_s:.0f} s" if build_s else ""), flush=True)
-    print(json.dumps({"benchmark": "scale_nn", "results": results}))
+                      + (f"  built in {build_s:.0f} s" if build_s else ""))
+    print(json.dumps({"benchmark": "scale_nn", "auto": auto, "results": results}))
 
 
 if __name__ == "__main__":

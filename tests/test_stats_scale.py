@@ -310,6 +310,16 @@ def test_compressed_index_reranks_exactly_and_reports_recall(tmp_path, kind, run
     assert type(lists).__name__ == "OnDiskInvertedLists"
 
 
+def test_ivfpq_skips_polysemous_training():
+    import faiss
+
+    index = faiss.index_factory(32, "OPQ8_32,IVF64,PQ8x8", faiss.METRIC_INNER_PRODUCT)
+    assert faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training  # faiss's default
+    nn_index.skip_polysemous_training(index)
+    assert not faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training
+    nn_index.skip_polysemous_training(faiss.IndexFlatIP(8))  # no IVF inside: nothing to do
+
+
 def test_compressed_index_needs_enough_rows(tmp_path):
     with pytest.raises(OviError, match="at least 10000 embeddings"):
         write_store(tmp_path / "s", _clustered(500, 8), [str(i) for i in range(500)],
