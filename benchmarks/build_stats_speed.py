@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # tests.helpers: the tiny encoder builder
 
 # vision tower sizes: (hidden, intermediate, layers, heads, patch, image, projection)
 SIZES = {
@@ -42,8 +42,9 @@ SIZES = {
 
 
 def make_encoder_repo(root: Path, size: str) -> Path:
-    from tiny_models import make_encoder_repo as make_tiny
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from tests.helpers.tiny_models import make_encoder_repo as make_tiny
 
     make_tiny(root)  # tokenizer, text tower, image processor in the hub layout
     hidden, inter, layers, heads, patch, image, proj = SIZES[size]

@@ -13,8 +13,10 @@ what must not grow with N) and the peak of the whole build (the index phase adds
 checked against numpy (float64 `mean`, `cov`) on a store built from the first file alone.
 
 `webdataset`: renders `--images` toy-world images (`ovi_plugins.toy.dataset`) into img2dataset
-shards (JPEG + caption + json), then times, with the shipped toy encoder (`--threads` torch
-threads), (a) the encoder alone on the same images already decoded and preprocessed
+shards (JPEG + caption + json; `--image-size` resizes them first, as img2dataset does), then times,
+with the shipped toy encoder or (`--random-encoder small|bigg`: ViT-B/32, ViT-bigG-14) a randomly
+initialised image tower of that CLIP's size (`--threads` torch threads), (a) the encoder alone on the same images
+already decoded and preprocessed
 (`encode_pixels`, batch 64) and (b) `build_stats` on the shards (`--workers` decoding processes,
 batch 64), alternated `--pairs` times (A B A B ...: a pair's two halves see the same load), and
 prints each pair's images/s, its ratio b/a (goal >= 0.9) and the median ratio, for the whole build
@@ -150,8 +152,11 @@ def check_moments(layout: Path, tmp: Path, dim: int) -> dict:
             "cov": float(np.abs(np.asarray(store.cov) - np.cov(x.T)).max())}
 
 
-def write_shards(shards: Path, n: int, per_tar: int) -> list:
-    """`n` toy-world images as img2dataset tars of `per_tar` samples (JPEG q90 + caption + json); the PIL images."""
+def write_shards(shards: Path, n: int, per_tar: int, size: int | None = None) -> list:
+    """`n` toy-world images as img2dataset tars of `per_tar` samples (JPEG q90 + caption + json); the PIL
+    images. `size`: resized (bicubic) to size x size first, as img2dataset resizes (its default is 256)."""
+    from PIL import Image
+
     from ovi_plugins.toy.dataset import iter_scenes, render
 
     images, tar = [], None
@@ -160,6 +165,8 @@ def write_shards(shards: Path, n: int, per_tar: int) -> list:
             tar = tarfile.open(shards / f"{i // per_tar:05d}.tar", "w")
         buf = io.BytesIO()
         im = render(scene)
+        if size:
+            im = im.resize((size, size), Image.BICUBIC)
         im.save(buf, format="JPEG", quality=90)
         images.append(im)
         for suffix, data in (("jpg", buf.getvalue()), ("txt", scene.caption.encode()),
@@ -208,6 +215,15 @@ def profile_stages(shards: Path, enc, n: int) -> dict:
     return {"cpu_ms_per_image": {k: round(v, 3) for k, v in ms.items()}}
 
 
+def random_encoder(folder: Path, size: str) -> Path:
+    """An encoder folder whose image tower has a real CLIP's size and random weights (throughput does not
+    depend on the weights): `benchmarks/build_stats_speed.py`'s builder."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from build_stats_speed import make_encoder_repo
+
+    return make_encoder_repo(folder, size)
+
+
 def run_webdataset(args) -> dict:
     import torch
 
@@ -216,13 +232,16 @@ def run_webdataset(args) -> dict:
     from ovi_stats.build import build_stats
 
     torch.set_num_threads(args.threads)
-    enc = Encoders.load(str(ROOT / "plugins" / "toy" / "models" / "prior"), device="cpu")
     out: dict = {"images": args.images, "per_tar": args.per_tar, "workers": args.workers, "threads": args.threads,
+                 "image_size": args.image_size, "encoder": args.random_encoder or "toy",
                  "cpus": os.cpu_count(), "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        folder = (random_encoder(Path(tmp) / "encoder", args.random_encoder) if args.random_encoder
+                  else ROOT / "plugins" / "toy" / "models" / "prior")
+        enc = Encoders.load(str(folder), device="cpu")
         shards = Path(tmp) / "shards"
         shards.mkdir()
-        images = write_shards(shards, args.images, args.per_tar)
+        images = write_shards(shards, args.images, args.per_tar, args.image_size)
         print(f"{args.images} images in {len(list(shards.iterdir()))} tars; load {os.getloadavg()}", flush=True)
         if args.profile:
             out["profile"] = profile_stages(shards, enc, args.images)
@@ -276,6 +295,11 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=5, help="encoder-alone / build pairs, alternated")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the encoding process")
     ap.add_argument("--profile", action="store_true", help="first, CPU ms an image of each stage")
+    ap.add_argument("--image-size", type=int, default=None,
+                    help="webdataset: resize the toy images to this many pixels a side (img2dataset's default is 256)")
+    ap.add_argument("--random-encoder", choices=["small", "bigg"], default=None,
+                    help="webdataset: a randomly initialised image tower of a real CLIP's size (small: ViT-B/32, "
+                    "bigg: ViT-bigG-14) instead of the toy one (build_stats_speed.py's towers)")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     if args.mode == "embeddings":
