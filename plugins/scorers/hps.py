@@ -23,10 +23,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ovi_cli.api import ImageScore, PluginOption, ScoreItem, Scorer
+from ovi_cli.api import ImageScore, PluginOption, ScoreItem
 from ovi_cli.errors import OviError
-from ovi_cli.hub import ModelRef
-from ovi_plugins.scorers.common import model_settings
+from ovi_plugins.scorers.preference import PreferenceScorer
 
 DEFAULT_REPO = "xswu/HPSv2"
 CHECKPOINT = "HPS_v2.1_compressed.pt"
@@ -100,10 +99,10 @@ def openclip_to_clip(sd: dict[str, Any], vision_heads: int = 16, text_heads: int
     return cfg, out
 
 
-class Hps(Scorer):
+class Hps(PreferenceScorer):
     name = "hps"
     description = "HPS v2.1 human preference: cosine of OpenCLIP ViT-H-14 (HPS checkpoint) image and prompt features"
-    prompt_only = True  # image and prompt alone: `ovi compare --preference` can use it
+    model_options = {"model": "HPS checkpoint", "processor": "HPS processor"}
     options = (
         PluginOption("model", str, DEFAULT_REPO, f"folder or hub id holding {CHECKPOINT} (xswu/HPSv2's layout)"),
         PluginOption("checkpoint", str, CHECKPOINT, "the checkpoint file in it (HPS_v2_compressed.pt: HPS v2)"),
@@ -112,27 +111,16 @@ class Hps(Scorer):
         PluginOption("text_heads", int, 16, "attention heads of the text tower (ViT-H-14: 16)", minimum=1),
     )
 
-    def required_models(self) -> list[ModelRef]:
-        return [ModelRef(self.options["model"], "HPS checkpoint", "--option hps.model"),
-                ModelRef(self.options["processor"], "HPS processor", "--option hps.processor")]
-
     def settings(self) -> dict[str, Any]:
-        return {"model": model_settings(self.options["model"], "HPS checkpoint", "--option hps.model"),
-                "checkpoint": self.options["checkpoint"],
-                "processor": model_settings(self.options["processor"], "HPS processor", "--option hps.processor")}
-
-    def describe(self) -> dict[str, Any]:
-        return {"model": self.options["model"], "processor": self.options["processor"]}
+        return {**super().settings(), "checkpoint": self.options["checkpoint"]}
 
     def load(self) -> None:
         import torch
         from transformers import AutoProcessor, CLIPModel
 
         from ovi_cli.errors import first_line
-        from ovi_cli.hub import resolve_model_dir
 
-        root = resolve_model_dir(self.options["model"], what="HPS checkpoint", flag="--option hps.model")
-        path = root / self.options["checkpoint"]
+        path = self.model_dir("model") / self.options["checkpoint"]
         if not path.is_file():
             raise OviError(f"HPS checkpoint {str(path)!r} not found (the {DEFAULT_REPO} layout holds {CHECKPOINT})")
         try:
@@ -151,17 +139,11 @@ class Hps(Scorer):
             raise OviError(f"HPS checkpoint {str(path)!r} does not fit OpenCLIP ViT: missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]}")
         self.model = model.to(self.context.device).eval().requires_grad_(False)
-        proc = resolve_model_dir(self.options["processor"], what="HPS processor", flag="--option hps.processor")
         try:
-            self.processor = AutoProcessor.from_pretrained(proc)
+            self.processor = AutoProcessor.from_pretrained(self.model_dir("processor"))
         except (OSError, ValueError) as exc:
             raise OviError(f"cannot load the HPS processor {self.options['processor']!r}: "
                            f"{first_line(exc, with_type=False)}") from exc
-
-    def score(self, items: list[ScoreItem], inputs: dict[str, list[ImageScore]]) -> list[ImageScore]:
-        from ovi_plugins.scorers.common import score_in_parts
-
-        return score_in_parts(self, items, self.model.config.vision_config, self._score_pass)
 
     def _score_pass(self, items: list[ScoreItem]) -> list[ImageScore]:
         from ovi_plugins.scorers.preference import clip_cosines

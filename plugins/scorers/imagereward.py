@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ovi_cli.api import ImageScore, PluginOption, ScoreItem, Scorer
+from ovi_cli.api import ImageScore, PluginOption, ScoreItem
 from ovi_cli.errors import OviError
-from ovi_cli.hub import ModelRef
-from ovi_plugins.scorers.common import load_rgb, model_settings
+from ovi_plugins.scorers.common import load_rgb
+from ovi_plugins.scorers.preference import PreferenceScorer
 
 DEFAULT_REPO = "THUDM/ImageReward"
 CHECKPOINT = "ImageReward.pt"
@@ -67,10 +67,10 @@ def blip_vision(sd: dict[str, Any], heads: int) -> tuple[Any, dict[str, Any]]:
     return cfg, out
 
 
-class ImageRewardScorer(Scorer):
+class ImageRewardScorer(PreferenceScorer):
     name = "imagereward"
     description = "ImageReward human preference: BLIP ViT-L + MLP head, normalised (THUDM/ImageReward)"
-    prompt_only = True  # image and prompt alone: `ovi compare --preference` can use it
+    model_options = {"model": "ImageReward checkpoint", "tokenizer": "ImageReward tokenizer"}
     options = (
         PluginOption("model", str, DEFAULT_REPO, f"folder or hub id holding {CHECKPOINT} and {MED_CONFIG}"),
         PluginOption("tokenizer", str, DEFAULT_TOKENIZER, "BERT tokenizer: hub id or folder (the official code "
@@ -78,27 +78,13 @@ class ImageRewardScorer(Scorer):
         PluginOption("vision_heads", int, 16, "attention heads of the ViT (ViT-L/16: 16)", minimum=1),
     )
 
-    def required_models(self) -> list[ModelRef]:
-        return [ModelRef(self.options["model"], "ImageReward checkpoint", "--option imagereward.model"),
-                ModelRef(self.options["tokenizer"], "ImageReward tokenizer", "--option imagereward.tokenizer")]
-
-    def settings(self) -> dict[str, Any]:
-        return {"model": model_settings(self.options["model"], "ImageReward checkpoint", "--option imagereward.model"),
-                "tokenizer": model_settings(self.options["tokenizer"], "ImageReward tokenizer",
-                                            "--option imagereward.tokenizer")}
-
-    def describe(self) -> dict[str, Any]:
-        return {"model": self.options["model"], "tokenizer": self.options["tokenizer"]}
-
     def load(self) -> None:
         import torch
         from transformers import BertTokenizer, BlipTextConfig, BlipTextModel, BlipVisionModel, CLIPImageProcessor
 
         from ovi_cli.errors import first_line
-        from ovi_cli.hub import resolve_model_dir
 
-        root = resolve_model_dir(self.options["model"], what="ImageReward checkpoint",
-                                 flag="--option imagereward.model")
+        root = self.model_dir("model")
         for name in (CHECKPOINT, MED_CONFIG):
             if not (root / name).is_file():
                 raise OviError(f"ImageReward {name} not found in {str(root)!r} (the {DEFAULT_REPO} layout holds "
@@ -145,18 +131,14 @@ class ImageRewardScorer(Scorer):
         size = vcfg.image_size
         self.processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
                                             resample=3, image_mean=CLIP_MEAN, image_std=CLIP_STD)
-        tok_dir = resolve_model_dir(self.options["tokenizer"], what="ImageReward tokenizer",
-                                    flag="--option imagereward.tokenizer")
         try:
-            self.tokenizer = BertTokenizer.from_pretrained(tok_dir)
+            self.tokenizer = BertTokenizer.from_pretrained(self.model_dir("tokenizer"))
         except (OSError, ValueError) as exc:
             raise OviError(f"cannot load the ImageReward tokenizer {self.options['tokenizer']!r}: "
                            f"{first_line(exc, with_type=False)}") from exc
 
-    def score(self, items: list[ScoreItem], inputs: dict[str, list[ImageScore]]) -> list[ImageScore]:
-        from ovi_plugins.scorers.common import score_in_parts
-
-        return score_in_parts(self, items, self.vision.config, self._score_pass)
+    def vision_config(self) -> Any:
+        return self.vision.config
 
     def _score_pass(self, items: list[ScoreItem]) -> list[ImageScore]:
         import torch
