@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ovi_cli.api import FeatureSpace, MetricValue, PluginContext, ReferenceSet, Reporter, SetMetric, resolve_options
+from ovi_cli.bench.runlog import read_run_file
 from ovi_cli.errors import OviError
 
 FIDELITY_JSON = "fidelity.json"
@@ -480,10 +481,4 @@ def read_fidelity(run: Path) -> dict[str, Any] | None:
     path = fidelity_json_path(run)
     if not path.is_file():
         return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        raise OviError(f"cannot read {str(path)!r}: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise OviError(f"{str(path)!r} is not an ovi fidelity file ({FORMAT})")
-    return doc
+    return read_run_file(path, FORMAT, "an ovi fidelity file")

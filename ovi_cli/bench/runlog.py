@@ -168,6 +168,18 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def read_run_file(path: Path, fmt: str, what: str) -> dict[str, Any]:
+    """A format-stamped JSON file of a run (scores.json, fidelity.json): its object; unreadable, not
+    JSON, not an object or of another format: a one-line `OviError` naming the file."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise OviError(f"cannot read {str(path)!r}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise OviError(f"{str(path)!r} is not {what} ({fmt})")
+    return doc
+
+
 def read_bench_json(run: Path) -> dict[str, Any] | None:
     """THE reader of `RUN/bench.json` (generating and scoring alike): its object, None when there is
     none; unreadable, not JSON or not an object: a one-line `OviError` naming the file."""

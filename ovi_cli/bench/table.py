@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 from ovi_cli.bench.layout import scores_json_path
 from ovi_cli.bench.published import PAPER_SCORERS, PUBLISHED
+from ovi_cli.bench.runlog import read_run_file
 from ovi_cli.bench.score import SCORES_FORMAT, order_categories
 from ovi_cli.errors import OviError
 
@@ -88,12 +88,7 @@ def load_run(run: Path) -> Row:
 
             return Row(run_name(read_bench_json(run), run.resolve().name), fidelity, source=str(run))
         raise OviError(f"{str(run)!r} has no scores.json: score it first with `ovi bench score {run}`")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        raise OviError(f"cannot read {str(path)!r}: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != SCORES_FORMAT:
-        raise OviError(f"{str(path)!r} is not an ovi scores file ({SCORES_FORMAT})")
+    doc = read_run_file(path, SCORES_FORMAT, "an ovi scores file")
     row = Row(str(doc.get("name") or run.resolve().name), source=str(run),
               primary={k: v for k, v in (doc.get("primary") or {}).items() if isinstance(v, str)})
     for name, info in (doc.get("scorers") or {}).items():
