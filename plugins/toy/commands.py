@@ -60,7 +60,7 @@ def eval_toy_command(
     with progress:  # the library's bench and score runs, reporting through the Reporter
         runs = generate_runs(out, steps=steps, images_per_prompt=images_per_prompt, seed=seed, limit=prompts,
                              methods=methods, real=real, reporter=reporter, overrides=overrides)
-        score_runs(runs, reporter, models)
+        score_runs(runs, reporter, overrides.get("encoder_model"))
     table = write_table(out, runs)
     _ui.print_table(table, f"ovi eval toy: {len(runs)} runs, {steps} OVI steps, "
                     f"{images_per_prompt} image(s) per prompt")

@@ -128,24 +128,22 @@ def generate_runs(out: Path, *, steps: int = 300, images_per_prompt: int = 1, se
     return runs
 
 
-def score_runs(runs: list[Path], reporter: Reporter | None = None, models: Path | None = None) -> None:
+def score_runs(runs: list[Path], reporter: Reporter | None = None, encoder_model: str | None = None) -> None:
     """The score run of `ovi bench score RUN --scorers oracle,clip-score --model toy` for every run
-    (`models`: the clip score in that toy folder's CLIP instead of the shipped one)."""
+    (`encoder_model`: the clip score in that CLIP, e.g. a `--models` folder's, instead of the shipped one)."""
     from ovi_cli.bench.score import ScoreRequest, score_run
     from ovi_plugins.toy.preset import toy_paths
 
-    encoder = models_overrides(models).get("encoder_model") or str(toy_paths()["encoder"])
-    request = ScoreRequest(scorers=list(SCORERS), encoder_model=encoder)
+    request = ScoreRequest(scorers=list(SCORERS), encoder_model=encoder_model or str(toy_paths()["encoder"]))
     for run in runs:
         score_run(run, request, reporter=reporter)
 
 
 def run_eval(out: Path, **kwargs: Any) -> list[Path]:
     """`generate_runs` then `score_runs` (silent unless a `reporter` is given); the run folders."""
-    models = kwargs.pop("models", None)
-    kwargs["overrides"] = {**models_overrides(models), **(kwargs.get("overrides") or {})}
+    kwargs["overrides"] = {**models_overrides(kwargs.pop("models", None)), **(kwargs.get("overrides") or {})}
     runs = generate_runs(out, **kwargs)
-    score_runs(runs, kwargs.get("reporter"), models)
+    score_runs(runs, kwargs.get("reporter"), kwargs["overrides"].get("encoder_model"))
     return runs
 
 
